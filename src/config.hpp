@@ -1,0 +1,100 @@
+// fener's effective configuration: the fener YAML file, over what discovery found in
+// patroni.yml and the etcd environment files, over built-in defaults.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "src/yaml_reader.hpp"
+
+namespace fener {
+
+struct EtcdMember {
+  std::string name;
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+};
+
+// Scheduling knobs shared by every check (each may override them).
+struct CheckTiming {
+  Duration interval{std::chrono::seconds(5)};
+  Duration unhealthy_interval{std::chrono::seconds(2)};  // faster polling while not passing
+  Duration timeout{std::chrono::seconds(3)};
+  Duration jitter{std::chrono::seconds(1)};  // random start offset, at most this
+  int rise = 2;  // consecutive passing results before a failing check is passing again
+  int fall = 2;  // consecutive failing results before a passing check is reported failing
+};
+
+// One configured check: its name, its type (a key in the check registry), its timing and
+// the YAML mapping of its type-specific parameters (validated when the check is built).
+struct CheckSpec {
+  std::string name;
+  std::string type;
+  CheckTiming timing;
+  YAML::Node params;       // the whole mapping, timing keys included
+  std::string file;        // where params came from ("" for built-in defaults)
+  std::string path;        // dotted key of the mapping, for messages
+};
+
+struct Config {
+  std::string config_file;  // fener's own file, "" when none
+
+  // Node identity.
+  std::string node_name;     // Patroni member name / etcd member name
+  std::string node_address;  // the node's own IP (host of Patroni's connect_address)
+  std::string scope;         // Patroni cluster scope
+
+  // Patroni, when this node runs it. patroni_url empty means no Patroni here.
+  std::string patroni_config;  // path of patroni.yml used for discovery, "" when none
+  std::string patroni_url;     // e.g. http://127.0.1.2:8008
+  std::string patroni_username;
+  std::string patroni_password;
+  std::string patroni_dcs;                      // "etcd" (v2 API), "etcd3", or ""
+  std::vector<std::string> patroni_etcd_hosts;  // host:port as patroni.yml lists them
+  bool patroni_etcd_uses_host_key = false;      // patroni.yml said `host:` (singular)
+  int expected_members = 0;                     // Patroni members expected, 0 = don't check
+
+  // etcd.
+  std::vector<std::string> etcd_endpoints;  // client URLs of every member
+  std::vector<EtcdMember> etcd_members;     // expected membership, may be empty
+  std::vector<std::string> etcd_env_files;  // environment files to lint
+  bool etcd_env_files_explicit = false;     // listed by the operator: missing is an error
+
+  // PostgreSQL.
+  std::string pg_data_dir;
+  std::string pg_listen;  // host:port PostgreSQL should listen on
+  std::string pg_bin_dir;
+  std::string pg_owner = "postgres";
+
+  // Defaults for every check, then the checks themselves.
+  CheckTiming defaults;
+  std::vector<CheckSpec> checks;
+
+  // Logging.
+  std::string log_level = "info";
+};
+
+struct LoadOptions {
+  std::optional<std::string> config_file;     // --config
+  std::optional<std::string> patroni_config;  // --patroni-config
+};
+
+// Default locations, used when they exist and nothing else was given.
+inline constexpr const char* kDefaultConfigFile = "/etc/fener/fener.yaml";
+inline constexpr const char* kDefaultPatroniConfig = "/etc/patroni.yml";
+inline const std::vector<std::string> kDefaultEtcdEnvFiles = {"/etc/etcd/etcd.conf",
+                                                              "/etc/default/etcd"};
+
+// Throws ConfigError. Reads files (blocking): call before the event loop runs, or from
+// the worker on reload.
+Config load_config(const LoadOptions& opts);
+
+// Host part of "host:port", "[v6]:port" or "scheme://host:port/path".
+std::string host_of(const std::string& address_or_url);
+// Port part, or fallback.
+int port_of(const std::string& address_or_url, int fallback);
+
+}  // namespace fener

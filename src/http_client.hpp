@@ -1,0 +1,73 @@
+// Asynchronous HTTP client: libcurl's multi interface driven by the Asio event loop.
+// No thread per request; every request has a deadline and a cap on the body it keeps.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+
+namespace fener {
+
+namespace asio = boost::asio;
+
+struct HttpRequest {
+  std::string method = "GET";
+  std::string url;
+  std::string body;                  // sent when non-empty or method is POST/PUT
+  std::vector<std::string> headers;  // "Name: value"
+  std::string username;              // HTTP Basic auth when non-empty
+  std::string password;
+  std::chrono::milliseconds timeout{3000};  // whole request, connect included
+  std::size_t max_body = 1 << 20;           // larger bodies fail with too_large
+};
+
+enum class HttpError {
+  none,
+  refused,    // nothing listens there (a definite answer)
+  timeout,    // no complete answer within the deadline
+  too_large,  // body over max_body
+  resolve,    // name did not resolve
+  cancelled,  // the caller gave up (e.g. the scheduler's deadline)
+  other,      // any other transport failure; see error_text
+};
+
+struct HttpResult {
+  HttpError error = HttpError::none;
+  std::string error_text;  // curl's words, for messages
+  long status = 0;         // HTTP status when error == none
+  std::string body;
+  std::chrono::milliseconds elapsed{0};
+
+  bool ok() const { return error == HttpError::none; }
+  // "connection refused", "timed out after 3000 ms", ... for one-line messages.
+  std::string describe() const;
+};
+
+std::string_view to_string(HttpError e);
+
+class HttpClient {
+ public:
+  explicit HttpClient(asio::io_context& io);
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Never throws for transport failures: they come back in HttpResult::error.
+  // Cancellation (e.g. from an awaitable || timer) aborts the transfer at once.
+  asio::awaitable<HttpResult> fetch(HttpRequest req);
+
+  // Requests in flight; for tests and metrics.
+  std::size_t in_flight() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fener
