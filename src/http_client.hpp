@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
 
 namespace fener {
 
@@ -69,5 +71,13 @@ class HttpClient {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+// Runs every request concurrently and returns the results in the order given.
+asio::awaitable<std::vector<HttpResult>> fetch_all(HttpClient& http, std::vector<HttpRequest> reqs);
+
+// Parses a JSON body; nullopt when it is not JSON (callers report the first bytes).
+std::optional<nlohmann::json> parse_json(const std::string& body);
+// At most n bytes of text, control characters replaced, for one-line messages.
+std::string snippet(const std::string& body, std::size_t n = 80);
 
 }  // namespace fener

@@ -1,0 +1,373 @@
+#include "src/http_client.hpp"
+
+#include <curl/curl.h>
+
+#include <cstdint>
+#include <map>
+#include <utility>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
+#include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace fener {
+
+namespace {
+
+using Handler = asio::any_completion_handler<void(HttpResult)>;
+using Clock = std::chrono::steady_clock;
+
+// libcurl wants its global state set up once, before any thread exists.
+struct CurlGlobal {
+  CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+  ~CurlGlobal() { curl_global_cleanup(); }
+};
+
+}  // namespace
+
+// One transfer in flight.
+struct Transfer {
+  std::uint64_t id = 0;  // never reused, unlike CURL* addresses
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  HttpRequest req;
+  HttpResult result;
+  Handler handler;
+  Clock::time_point started;
+  bool body_too_large = false;
+  char error_buf[CURL_ERROR_SIZE] = {};
+
+  ~Transfer() {
+    if (easy) curl_easy_cleanup(easy);
+    if (headers) curl_slist_free_all(headers);
+  }
+};
+
+// A socket curl asked us to watch. The descriptor is released, not closed, on removal:
+// curl owns the fd.
+struct Watch {
+  explicit Watch(asio::io_context& io, curl_socket_t fd) : sd(io, fd) {}
+  asio::posix::stream_descriptor sd;
+  int what = 0;  // CURL_POLL_IN / OUT / INOUT
+  bool reading = false;
+  bool writing = false;
+};
+
+struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
+  explicit Impl(asio::io_context& ctx) : io(ctx), timer(ctx) {
+    static CurlGlobal global;
+    multi = curl_multi_init();
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Impl::on_timer);
+    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
+  }
+
+  ~Impl() {
+    for (auto& [id, t] : transfers) curl_multi_remove_handle(multi, t->easy);
+    transfers.clear();
+    for (auto& [fd, w] : watches) w->sd.release();
+    watches.clear();
+    curl_multi_cleanup(multi);
+  }
+
+  asio::io_context& io;
+  asio::steady_timer timer;
+  CURLM* multi = nullptr;
+  std::map<std::uint64_t, std::unique_ptr<Transfer>> transfers;
+  std::uint64_t next_id = 1;
+  std::map<curl_socket_t, std::shared_ptr<Watch>> watches;
+  bool closing = false;
+
+  static size_t on_body(char* data, size_t size, size_t n, void* userp) {
+    auto* t = static_cast<Transfer*>(userp);
+    const size_t len = size * n;
+    if (t->result.body.size() + len > t->req.max_body) {
+      t->body_too_large = true;
+      return 0;  // makes curl fail the transfer with CURLE_WRITE_ERROR
+    }
+    t->result.body.append(data, len);
+    return len;
+  }
+
+  static int on_socket(CURL*, curl_socket_t fd, int what, void* userp, void*) {
+    auto* self = static_cast<Impl*>(userp);
+    if (what == CURL_POLL_REMOVE) {
+      auto it = self->watches.find(fd);
+      if (it != self->watches.end()) {
+        it->second->what = 0;
+        boost::system::error_code ignored;
+        it->second->sd.cancel(ignored);
+        it->second->sd.release();
+        self->watches.erase(it);
+      }
+      return 0;
+    }
+    auto& w = self->watches[fd];
+    if (!w) w = std::make_shared<Watch>(self->io, fd);
+    w->what = what;
+    self->arm(fd, w);
+    return 0;
+  }
+
+  static int on_timer(CURLM*, long timeout_ms, void* userp) {
+    auto* self = static_cast<Impl*>(userp);
+    if (timeout_ms < 0) {
+      self->timer.cancel();
+      return 0;
+    }
+    // Even a 0 ms timeout must not call back into curl from inside this callback.
+    self->timer.expires_after(std::chrono::milliseconds(timeout_ms));
+    self->timer.async_wait([weak = self->weak_from_this()](boost::system::error_code ec) {
+      auto me = weak.lock();
+      if (ec || !me) return;
+      int running = 0;
+      curl_multi_socket_action(me->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+      me->collect();
+    });
+    return 0;
+  }
+
+  void arm(curl_socket_t fd, const std::shared_ptr<Watch>& w) {
+    if ((w->what & CURL_POLL_IN) && !w->reading) {
+      w->reading = true;
+      w->sd.async_wait(asio::posix::descriptor_base::wait_read,
+                       [this, fd, weak = std::weak_ptr<Watch>(w),
+                        life = weak_from_this()](boost::system::error_code ec) {
+                         on_ready(life, weak, fd, ec, CURL_CSELECT_IN, CURL_POLL_IN);
+                       });
+    }
+    if ((w->what & CURL_POLL_OUT) && !w->writing) {
+      w->writing = true;
+      w->sd.async_wait(asio::posix::descriptor_base::wait_write,
+                       [this, fd, weak = std::weak_ptr<Watch>(w),
+                        life = weak_from_this()](boost::system::error_code ec) {
+                         on_ready(life, weak, fd, ec, CURL_CSELECT_OUT, CURL_POLL_OUT);
+                       });
+    }
+  }
+
+  void on_ready(const std::weak_ptr<Impl>& life, const std::weak_ptr<Watch>& weak,
+                curl_socket_t fd, boost::system::error_code ec, int select, int poll_bit) {
+    auto me = life.lock();
+    if (!me) return;
+    if (auto w = weak.lock()) {
+      (poll_bit == CURL_POLL_IN ? w->reading : w->writing) = false;
+      if (ec || !(w->what & poll_bit)) return;
+    } else {
+      return;
+    }
+    int running = 0;
+    curl_multi_socket_action(multi, fd, select, &running);
+    collect();
+    // curl may have removed (or replaced) the watch while we were inside it.
+    auto it = watches.find(fd);
+    if (it != watches.end() && it->second == weak.lock()) arm(fd, it->second);
+  }
+
+  std::uint64_t start(HttpRequest req, Handler handler) {
+    auto t = std::make_unique<Transfer>();
+    t->id = next_id++;
+    t->req = std::move(req);
+    t->handler = std::move(handler);
+    t->started = Clock::now();
+    CURL* e = curl_easy_init();
+    t->easy = e;
+    curl_easy_setopt(e, CURLOPT_URL, t->req.url.c_str());
+    curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->error_buf);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(t->req.timeout.count()));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(t->req.timeout.count()));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "fener/" FENER_VERSION);
+    // Peers are on the cluster's own network; never go through an environment proxy.
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    if (!t->req.username.empty()) {
+      curl_easy_setopt(e, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
+      curl_easy_setopt(e, CURLOPT_USERNAME, t->req.username.c_str());
+      curl_easy_setopt(e, CURLOPT_PASSWORD, t->req.password.c_str());
+    }
+    for (const auto& h : t->req.headers) t->headers = curl_slist_append(t->headers, h.c_str());
+    if (t->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
+    if (t->req.method == "GET") {
+      curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    } else if (t->req.method == "HEAD") {
+      curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else {
+      curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, t->req.method.c_str());
+    }
+    if (!t->req.body.empty() || t->req.method == "POST" || t->req.method == "PUT") {
+      curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, static_cast<long>(t->req.body.size()));
+      curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->req.body.c_str());
+    }
+    const auto id = t->id;
+    transfers.emplace(id, std::move(t));
+    curl_multi_add_handle(multi, e);  // arms the timer; work starts from the loop
+    return id;
+  }
+
+  // Aborts a transfer the caller no longer waits for.
+  void abort(std::uint64_t id) {
+    auto it = transfers.find(id);
+    if (it == transfers.end()) return;
+    auto t = std::move(it->second);
+    transfers.erase(it);
+    curl_multi_remove_handle(multi, t->easy);
+    t->result.error = HttpError::cancelled;
+    t->result.error_text = "cancelled";
+    finish(std::move(t));
+  }
+
+  void collect() {
+    CURLMsg* msg;
+    int left = 0;
+    while ((msg = curl_multi_info_read(multi, &left))) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      CURL* e = msg->easy_handle;
+      const CURLcode code = msg->data.result;
+      Transfer* raw = nullptr;
+      curl_easy_getinfo(e, CURLINFO_PRIVATE, &raw);
+      auto it = raw ? transfers.find(raw->id) : transfers.end();
+      if (it == transfers.end()) continue;
+      auto t = std::move(it->second);
+      transfers.erase(it);
+      curl_multi_remove_handle(multi, e);
+      classify(*t, code);
+      finish(std::move(t));
+    }
+  }
+
+  static void classify(Transfer& t, CURLcode code) {
+    HttpResult& r = t.result;
+    if (code == CURLE_OK) {
+      curl_easy_getinfo(t.easy, CURLINFO_RESPONSE_CODE, &r.status);
+      return;
+    }
+    r.body.clear();
+    r.error_text = t.error_buf[0] ? t.error_buf : curl_easy_strerror(code);
+    if (t.body_too_large) {
+      r.error = HttpError::too_large;
+      r.error_text = "response body larger than " + std::to_string(t.req.max_body) + " bytes";
+    } else if (code == CURLE_OPERATION_TIMEDOUT) {
+      r.error = HttpError::timeout;
+    } else if (code == CURLE_COULDNT_CONNECT) {
+      long os_errno = 0;
+      curl_easy_getinfo(t.easy, CURLINFO_OS_ERRNO, &os_errno);
+      r.error = os_errno == ECONNREFUSED ? HttpError::refused : HttpError::other;
+    } else if (code == CURLE_COULDNT_RESOLVE_HOST) {
+      r.error = HttpError::resolve;
+    } else {
+      r.error = HttpError::other;
+    }
+  }
+
+  void finish(std::unique_ptr<Transfer> t) {
+    t->result.elapsed =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t->started);
+    // Complete outside of curl's callbacks and in the caller's executor.
+    auto handler = std::move(t->handler);
+    auto result = std::move(t->result);
+    t.reset();
+    asio::post(io, [h = std::move(handler), r = std::move(result)]() mutable {
+      asio::get_associated_cancellation_slot(h).clear();
+      std::move(h)(std::move(r));
+    });
+  }
+};
+
+HttpClient::HttpClient(asio::io_context& io) : impl_(std::make_shared<Impl>(io)) {}
+HttpClient::~HttpClient() = default;
+
+std::size_t HttpClient::in_flight() const { return impl_->transfers.size(); }
+
+asio::awaitable<HttpResult> HttpClient::fetch(HttpRequest req) {
+  auto impl = impl_;
+  co_return co_await asio::async_initiate<const decltype(asio::use_awaitable)&, void(HttpResult)>(
+      [impl](auto handler, HttpRequest r) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        Handler h(std::move(handler));
+        const auto id = impl->start(std::move(r), std::move(h));
+        if (slot.is_connected()) {
+          slot.assign([weak = std::weak_ptr<Impl>(impl), id](asio::cancellation_type) {
+            if (auto me = weak.lock()) me->abort(id);
+          });
+        }
+      },
+      asio::use_awaitable, std::move(req));
+}
+
+std::string_view to_string(HttpError e) {
+  switch (e) {
+    case HttpError::none: return "none";
+    case HttpError::refused: return "refused";
+    case HttpError::timeout: return "timeout";
+    case HttpError::too_large: return "too_large";
+    case HttpError::resolve: return "resolve";
+    case HttpError::cancelled: return "cancelled";
+    case HttpError::other: return "error";
+  }
+  return "error";
+}
+
+std::string HttpResult::describe() const {
+  switch (error) {
+    case HttpError::none: return "HTTP " + std::to_string(status);
+    case HttpError::refused: return "connection refused";
+    case HttpError::timeout: return "no answer within " + std::to_string(elapsed.count()) + " ms";
+    case HttpError::too_large: return error_text;
+    case HttpError::resolve: return "name did not resolve (" + error_text + ")";
+    case HttpError::cancelled: return "cancelled at the deadline";
+    case HttpError::other: return error_text;
+  }
+  return error_text;
+}
+
+asio::awaitable<std::vector<HttpResult>> fetch_all(HttpClient& http,
+                                                   std::vector<HttpRequest> reqs) {
+  auto ex = co_await asio::this_coro::executor;
+  using Op = decltype(asio::co_spawn(ex, http.fetch(HttpRequest{}), asio::deferred));
+  std::vector<Op> ops;
+  ops.reserve(reqs.size());
+  for (auto& r : reqs) ops.push_back(asio::co_spawn(ex, http.fetch(std::move(r)), asio::deferred));
+  std::vector<HttpResult> out(ops.size());
+  if (ops.empty()) co_return out;
+  auto [order, errors, results] =
+      co_await asio::experimental::make_parallel_group(std::move(ops))
+          .async_wait(asio::experimental::wait_for_all(), asio::use_awaitable);
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (errors[i]) {
+      out[i].error = HttpError::other;
+      out[i].error_text = "internal error";
+    } else {
+      out[i] = std::move(results[i]);
+    }
+  }
+  co_return out;
+}
+
+std::optional<nlohmann::json> parse_json(const std::string& body) {
+  auto j = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return std::nullopt;
+  return j;
+}
+
+std::string snippet(const std::string& body, std::size_t n) {
+  std::string out;
+  for (char c : body.substr(0, n)) {
+    const auto u = static_cast<unsigned char>(c);
+    out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
+  }
+  if (body.size() > n) out += "...";
+  return out;
+}
+
+}  // namespace fener

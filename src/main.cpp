@@ -1,0 +1,3 @@
+#include "src/cli.hpp"
+
+int main(int argc, char** argv) { return fener::cli_main(argc, argv); }
