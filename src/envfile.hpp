@@ -49,9 +49,9 @@ struct ClusterMember {
 };
 
 struct InitialCluster {
-  std::vector<ClusterMember> members;  // in order, well-formed items only
-  std::vector<std::string> errors;     // one per malformed item, naming it
-  std::vector<std::string> names() const;                         // distinct, in order
+  std::vector<ClusterMember> members;      // in order, well-formed items only
+  std::vector<std::string> errors;         // one per malformed item, naming it
+  std::vector<std::string> names() const;  // distinct, in order
   std::vector<std::string> urls_of(std::string_view name) const;  // every URL given for name
 };
 
@@ -66,6 +66,7 @@ struct UrlParts {
   std::string scheme;  // "http", "https", "unix", "unixs"
   std::string host;    // without brackets for IPv6
   int port = 0;        // 0 when the URL names none
+  std::string path;    // from the first '/', '?' or '#'; "" when none
 };
 
 // Parses an etcd URL ("scheme://host[:port][/path]"); nullopt when it has no scheme or host.
