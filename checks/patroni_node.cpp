@@ -433,13 +433,16 @@ class PatroniNodeCheck final : public Check {
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
-    HttpResult patroni = co_await ctx.http.fetch(get_request(p_.url + "/patroni", ctx.timeout));
+    // Requests are named locals: GCC 12 destroys temporaries inside co_await twice.
+    HttpRequest patroni_req = get_request(p_.url + "/patroni", ctx.timeout);
+    HttpResult patroni = co_await ctx.http.fetch(std::move(patroni_req));
     std::optional<HttpResult> cluster;
     if (patroni_node_wants_cluster(patroni)) {
       const auto spent =
           std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start);
       const Duration left = std::max(ctx.timeout - spent, Duration{100});
-      cluster = co_await ctx.http.fetch(get_request(p_.url + "/cluster", left));
+      HttpRequest cluster_req = get_request(p_.url + "/cluster", left);
+      cluster = co_await ctx.http.fetch(std::move(cluster_req));
     }
     try {
       co_return evaluate_patroni_node(patroni, cluster, p_);

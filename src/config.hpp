@@ -34,9 +34,9 @@ struct CheckSpec {
   std::string name;
   std::string type;
   CheckTiming timing;
-  YAML::Node params;       // the whole mapping, timing keys included
-  std::string file;        // where params came from ("" for built-in defaults)
-  std::string path;        // dotted key of the mapping, for messages
+  YAML::Node params;  // the whole mapping, timing keys included
+  std::string file;   // where params came from ("" for built-in defaults)
+  std::string path;   // dotted key of the mapping, for messages
 };
 
 struct Config {
@@ -91,6 +91,9 @@ inline const std::vector<std::string> kDefaultEtcdEnvFiles = {"/etc/etcd/etcd.co
 // Throws ConfigError. Reads files (blocking): call before the event loop runs, or from
 // the worker on reload.
 Config load_config(const LoadOptions& opts);
+
+// Reads interval, unhealthy_interval, timeout, jitter, rise and fall from m into t.
+void read_check_timing(YamlMap& m, CheckTiming& t);
 
 // Host part of "host:port", "[v6]:port" or "scheme://host:port/path".
 std::string host_of(const std::string& address_or_url);

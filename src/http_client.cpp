@@ -6,7 +6,7 @@
 #include <map>
 #include <utility>
 
-#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -19,7 +19,24 @@ namespace fener {
 
 namespace {
 
-using Handler = asio::any_completion_handler<void(HttpResult)>;
+// The caller's completion handler, type-erased. (Boost 1.81's any_completion_handler
+// recurses without end when built from an lvalue of itself.)
+struct Completion {
+  virtual ~Completion() = default;
+  virtual void complete(HttpResult r) = 0;
+};
+
+template <class H>
+struct CompletionFor final : Completion {
+  explicit CompletionFor(H&& handler) : h(std::move(handler)) {}
+  void complete(HttpResult r) override {
+    asio::get_associated_cancellation_slot(h).clear();
+    std::move(h)(std::move(r));
+  }
+  H h;
+};
+
+using Handler = std::unique_ptr<Completion>;
 using Clock = std::chrono::steady_clock;
 
 // libcurl wants its global state set up once, before any thread exists.
@@ -152,8 +169,8 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
     }
   }
 
-  void on_ready(const std::weak_ptr<Impl>& life, const std::weak_ptr<Watch>& weak,
-                curl_socket_t fd, boost::system::error_code ec, int select, int poll_bit) {
+  void on_ready(const std::weak_ptr<Impl>& life, const std::weak_ptr<Watch>& weak, curl_socket_t fd,
+                boost::system::error_code ec, int select, int poll_bit) {
     auto me = life.lock();
     if (!me) return;
     if (auto w = weak.lock()) {
@@ -278,8 +295,7 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
     auto result = std::move(t->result);
     t.reset();
     asio::post(io, [h = std::move(handler), r = std::move(result)]() mutable {
-      asio::get_associated_cancellation_slot(h).clear();
-      std::move(h)(std::move(r));
+      h->complete(std::move(r));
     });
   }
 };
@@ -287,46 +303,63 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
 HttpClient::HttpClient(asio::io_context& io) : impl_(std::make_shared<Impl>(io)) {}
 HttpClient::~HttpClient() = default;
 
-std::size_t HttpClient::in_flight() const { return impl_->transfers.size(); }
+std::size_t HttpClient::in_flight() const {
+  return impl_->transfers.size();
+}
 
 asio::awaitable<HttpResult> HttpClient::fetch(HttpRequest req) {
   auto impl = impl_;
+  // A named initiation, not a lambda inside the co_await: GCC 12 mishandles the latter.
+  auto init = [impl](auto handler, HttpRequest r) {
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    Handler h = std::make_unique<CompletionFor<decltype(handler)>>(std::move(handler));
+    const auto id = impl->start(std::move(r), std::move(h));
+    if (slot.is_connected()) {
+      slot.assign([weak = std::weak_ptr<Impl>(impl), id](asio::cancellation_type) {
+        if (auto me = weak.lock()) me->abort(id);
+      });
+    }
+  };
   co_return co_await asio::async_initiate<const decltype(asio::use_awaitable)&, void(HttpResult)>(
-      [impl](auto handler, HttpRequest r) {
-        auto slot = asio::get_associated_cancellation_slot(handler);
-        Handler h(std::move(handler));
-        const auto id = impl->start(std::move(r), std::move(h));
-        if (slot.is_connected()) {
-          slot.assign([weak = std::weak_ptr<Impl>(impl), id](asio::cancellation_type) {
-            if (auto me = weak.lock()) me->abort(id);
-          });
-        }
-      },
-      asio::use_awaitable, std::move(req));
+      std::move(init), asio::use_awaitable, std::move(req));
 }
 
 std::string_view to_string(HttpError e) {
   switch (e) {
-    case HttpError::none: return "none";
-    case HttpError::refused: return "refused";
-    case HttpError::timeout: return "timeout";
-    case HttpError::too_large: return "too_large";
-    case HttpError::resolve: return "resolve";
-    case HttpError::cancelled: return "cancelled";
-    case HttpError::other: return "error";
+    case HttpError::none:
+      return "none";
+    case HttpError::refused:
+      return "refused";
+    case HttpError::timeout:
+      return "timeout";
+    case HttpError::too_large:
+      return "too_large";
+    case HttpError::resolve:
+      return "resolve";
+    case HttpError::cancelled:
+      return "cancelled";
+    case HttpError::other:
+      return "error";
   }
   return "error";
 }
 
 std::string HttpResult::describe() const {
   switch (error) {
-    case HttpError::none: return "HTTP " + std::to_string(status);
-    case HttpError::refused: return "connection refused";
-    case HttpError::timeout: return "no answer within " + std::to_string(elapsed.count()) + " ms";
-    case HttpError::too_large: return error_text;
-    case HttpError::resolve: return "name did not resolve (" + error_text + ")";
-    case HttpError::cancelled: return "cancelled at the deadline";
-    case HttpError::other: return error_text;
+    case HttpError::none:
+      return "HTTP " + std::to_string(status);
+    case HttpError::refused:
+      return "connection refused";
+    case HttpError::timeout:
+      return "no answer within " + std::to_string(elapsed.count()) + " ms";
+    case HttpError::too_large:
+      return error_text;
+    case HttpError::resolve:
+      return "name did not resolve (" + error_text + ")";
+    case HttpError::cancelled:
+      return "cancelled at the deadline";
+    case HttpError::other:
+      return error_text;
   }
   return error_text;
 }
@@ -362,9 +395,10 @@ std::optional<nlohmann::json> parse_json(const std::string& body) {
 
 std::string snippet(const std::string& body, std::size_t n) {
   std::string out;
+  // ASCII only: a cut multi-byte character would make the evidence invalid UTF-8.
   for (char c : body.substr(0, n)) {
     const auto u = static_cast<unsigned char>(c);
-    out.push_back(u < 0x20 || u == 0x7f ? ' ' : c);
+    out.push_back(u < 0x20 || u == 0x7f ? ' ' : u >= 0x80 ? '?' : c);
   }
   if (body.size() > n) out += "...";
   return out;

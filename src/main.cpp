@@ -1,3 +1,5 @@
 #include "src/cli.hpp"
 
-int main(int argc, char** argv) { return fener::cli_main(argc, argv); }
+int main(int argc, char** argv) {
+  return fener::cli_main(argc, argv);
+}

@@ -4,10 +4,14 @@ namespace fener {
 
 std::string_view to_string(Status s) {
   switch (s) {
-    case Status::passing: return "passing";
-    case Status::warning: return "warning";
-    case Status::critical: return "critical";
-    case Status::unknown: return "unknown";
+    case Status::passing:
+      return "passing";
+    case Status::warning:
+      return "warning";
+    case Status::critical:
+      return "critical";
+    case Status::unknown:
+      return "unknown";
   }
   return "unknown";
 }
@@ -22,22 +26,32 @@ std::optional<Status> status_from_string(std::string_view s) {
 
 int severity(Status s) {
   switch (s) {
-    case Status::passing: return 0;
-    case Status::warning: return 1;
-    case Status::unknown: return 2;
-    case Status::critical: return 3;
+    case Status::passing:
+      return 0;
+    case Status::warning:
+      return 1;
+    case Status::unknown:
+      return 2;
+    case Status::critical:
+      return 3;
   }
   return 2;
 }
 
-Status worst(Status a, Status b) { return severity(a) >= severity(b) ? a : b; }
+Status worst(Status a, Status b) {
+  return severity(a) >= severity(b) ? a : b;
+}
 
 int nagios_exit_code(Status s) {
   switch (s) {
-    case Status::passing: return 0;
-    case Status::warning: return 1;
-    case Status::critical: return 2;
-    case Status::unknown: return 3;
+    case Status::passing:
+      return 0;
+    case Status::warning:
+      return 1;
+    case Status::critical:
+      return 2;
+    case Status::unknown:
+      return 3;
   }
   return 3;
 }

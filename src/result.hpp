@@ -28,9 +28,9 @@ int nagios_exit_code(Status s);
 
 struct CheckResult {
   Status status = Status::unknown;
-  std::string message;                        // one line, for humans
-  json evidence = json::object();             // structured facts behind the message
-  std::chrono::milliseconds duration{0};      // how long the probe took
+  std::string message;                         // one line, for humans
+  json evidence = json::object();              // structured facts behind the message
+  std::chrono::milliseconds duration{0};       // how long the probe took
   std::chrono::system_clock::time_point at{};  // when it finished
 
   static CheckResult make(Status s, std::string message, json evidence = json::object());

@@ -13,11 +13,16 @@ namespace {
 
 std::string describe_node(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "nothing";
-    case YAML::NodeType::Scalar: return "\"" + n.Scalar() + "\"";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    default: return "an undefined value";
+    case YAML::NodeType::Null:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "\"" + n.Scalar() + "\"";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    default:
+      return "an undefined value";
   }
 }
 
@@ -26,8 +31,8 @@ std::string describe_node(const YAML::Node& n) {
 std::optional<Duration> parse_duration(const std::string& text) {
   if (text.empty()) return std::nullopt;
   std::size_t pos = 0;
-  while (pos < text.size() && (std::isdigit(static_cast<unsigned char>(text[pos])) ||
-                               text[pos] == '.'))
+  while (pos < text.size() &&
+         (std::isdigit(static_cast<unsigned char>(text[pos])) || text[pos] == '.'))
     ++pos;
   if (pos == 0 || pos == text.size()) return std::nullopt;
   const std::string num = text.substr(0, pos), unit = text.substr(pos);
@@ -110,15 +115,14 @@ void YamlMap::fail(const std::string& key, const std::string& problem) const {
     if (mark.is_null()) mark = node_.Mark();
   }
   const bool known = !mark.is_null() && mark.line >= 0;
-  throw ConfigError(file_, known ? mark.line + 1 : 0, known ? mark.column + 1 : 0,
-                    key_path(key), problem);
+  throw ConfigError(file_, known ? mark.line + 1 : 0, known ? mark.column + 1 : 0, key_path(key),
+                    problem);
 }
 
 void YamlMap::fail_here(const std::string& problem) const {
   const auto mark = node_.Mark();
   const bool known = !mark.is_null() && mark.line >= 0;
-  throw ConfigError(file_, known ? mark.line + 1 : 0, known ? mark.column + 1 : 0, path_,
-                    problem);
+  throw ConfigError(file_, known ? mark.line + 1 : 0, known ? mark.column + 1 : 0, path_, problem);
 }
 
 bool YamlMap::has(const std::string& key) const {
@@ -139,7 +143,9 @@ std::vector<std::string> YamlMap::keys() const {
   return out;
 }
 
-YAML::Node YamlMap::raw(const std::string& key) { return value(key); }
+YAML::Node YamlMap::raw(const std::string& key) {
+  return value(key);
+}
 
 std::optional<std::string> YamlMap::str(const std::string& key) {
   auto v = value(key);

@@ -1,0 +1,376 @@
+#include "src/config.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "src/envfile.hpp"
+
+namespace fener {
+
+namespace {
+
+bool file_exists(const std::string& p) {
+  std::error_code ec;
+  return std::filesystem::is_regular_file(p, ec);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(path, 0, 0, "", "cannot read file: " + std::string(strerror(errno)));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool is_wildcard(const std::string& host) {
+  return host.empty() || host == "0.0.0.0" || host == "::" || host == "*";
+}
+
+// "a,b:5432" (PostgreSQL listen) -> first concrete host and the port.
+std::pair<std::string, int> split_listen(const std::string& listen, int default_port) {
+  std::string hosts = listen;
+  int port = default_port;
+  const auto colon = listen.rfind(':');
+  if (colon != std::string::npos && listen.find(']') == std::string::npos &&
+      std::count(listen.begin(), listen.end(), ':') == 1) {
+    hosts = listen.substr(0, colon);
+    try {
+      port = std::stoi(listen.substr(colon + 1));
+    } catch (...) {
+      port = default_port;
+    }
+  } else if (colon != std::string::npos && listen.find(']') != std::string::npos &&
+             colon > listen.find(']')) {
+    hosts = listen.substr(0, colon);
+    port = std::stoi(listen.substr(colon + 1));
+  }
+  std::string first;
+  std::stringstream ss(hosts);
+  std::string h;
+  while (std::getline(ss, h, ',')) {
+    h.erase(0, h.find_first_not_of(" \t"));
+    h.erase(h.find_last_not_of(" \t") + 1);
+    if (!h.empty() && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+    if (first.empty() || (is_wildcard(first) && !is_wildcard(h))) first = h;
+  }
+  return {first, port};
+}
+
+std::string url_host(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
+// What patroni.yml tells us. Patroni accepts far more keys than fener reads: only the
+// keys used here are type-checked, the rest are none of our business.
+void discover_patroni(const std::string& path, Config& cfg) {
+  YamlMap root(load_yaml_file(path), path, "");
+  cfg.patroni_config = path;
+  if (auto v = root.str("scope")) cfg.scope = *v;
+  if (auto v = root.str("name")) cfg.node_name = *v;
+
+  if (auto api = root.map("restapi")) {
+    std::string addr;
+    if (auto v = api->str("connect_address")) addr = *v;
+    auto listen = api->str("listen");
+    if (addr.empty() && listen) addr = *listen;
+    if (addr.empty()) api->fail_here("needs connect_address or listen to find Patroni's REST API");
+    auto [host, port] = split_listen(addr, 8008);
+    if (is_wildcard(host)) host = "127.0.0.1";
+    const bool tls = api->has("certfile");
+    cfg.patroni_url =
+        std::string(tls ? "https" : "http") + "://" + url_host(host) + ":" + std::to_string(port);
+    if (cfg.node_address.empty() && !is_wildcard(host)) cfg.node_address = host;
+    if (auto auth = api->map("authentication")) {
+      if (auto u = auth->str("username")) cfg.patroni_username = *u;
+      if (auto p = auth->str("password")) cfg.patroni_password = *p;
+    }
+  } else {
+    cfg.patroni_url = "http://127.0.0.1:8008";  // Patroni's own default
+  }
+
+  for (const char* section : {"etcd", "etcd3"}) {
+    auto etcd = root.map(section);
+    if (!etcd) continue;
+    cfg.patroni_dcs = section;
+    const std::string proto = etcd->str("protocol").value_or("http");
+    if (auto hosts = etcd->str_list("hosts", /*allow_comma_string=*/true)) {
+      cfg.patroni_etcd_hosts = *hosts;
+    } else if (auto host = etcd->str("host")) {
+      cfg.patroni_etcd_uses_host_key = true;
+      // Kept as written: config_lint reports several addresses under `host`.
+      std::stringstream ss(*host);
+      std::string h;
+      while (std::getline(ss, h, ',')) {
+        h.erase(0, h.find_first_not_of(" \t"));
+        h.erase(h.find_last_not_of(" \t") + 1);
+        if (!h.empty()) cfg.patroni_etcd_hosts.push_back(h);
+      }
+    } else if (auto urls = etcd->str_list(etcd->has("urls") ? "urls" : "url", true)) {
+      for (const auto& u : *urls) cfg.etcd_endpoints.push_back(u);
+    }
+    for (const auto& h : cfg.patroni_etcd_hosts) cfg.etcd_endpoints.push_back(proto + "://" + h);
+    break;
+  }
+
+  if (auto pg = root.map("postgresql")) {
+    if (auto v = pg->str("data_dir")) cfg.pg_data_dir = *v;
+    if (auto v = pg->str("bin_dir")) cfg.pg_bin_dir = *v;
+    std::string listen;
+    if (auto v = pg->str("listen")) listen = *v;
+    auto [host, port] = split_listen(listen, 5432);
+    if (is_wildcard(host)) {
+      if (auto ca = pg->str("connect_address")) host = split_listen(*ca, port).first;
+    }
+    if (is_wildcard(host)) host = cfg.node_address;
+    cfg.pg_listen =
+        (host.empty() ? std::string("127.0.0.1") : url_host(host)) + ":" + std::to_string(port);
+  }
+}
+
+// What the etcd environment file tells us (the HAProxy node has nothing else).
+void discover_etcd_env(const std::string& path, Config& cfg) {
+  const EnvFile env = parse_env_file(read_text(path));
+  const EnvEntry* name = env.find("ETCD_NAME");
+  const EnvEntry* initial = env.find("ETCD_INITIAL_CLUSTER");
+  const EnvEntry* adv_client = env.find("ETCD_ADVERTISE_CLIENT_URLS");
+  if (name && cfg.node_name.empty()) cfg.node_name = name->value;
+  if (adv_client && cfg.node_address.empty()) {
+    for (const auto& u : split_url_list(adv_client->value)) {
+      auto parts = parse_url(u);
+      if (parts && parts->host != "localhost" && parts->host.rfind("127.0.0.", 0) != 0) {
+        cfg.node_address = parts->host;
+        break;
+      }
+    }
+  }
+  if (!initial || !cfg.etcd_members.empty()) return;
+  const auto ic = parse_initial_cluster(initial->value);
+  for (const auto& n : ic.names()) {
+    EtcdMember m;
+    m.name = n;
+    m.peer_urls = ic.urls_of(n);
+    if (name && n == name->value && adv_client) m.client_urls = split_url_list(adv_client->value);
+    cfg.etcd_members.push_back(std::move(m));
+  }
+  if (cfg.etcd_endpoints.empty()) {
+    // Clients are on the peer host at the client port unless told otherwise.
+    for (const auto& m : cfg.etcd_members) {
+      if (!m.client_urls.empty()) {
+        cfg.etcd_endpoints.push_back(m.client_urls.front());
+      } else if (!m.peer_urls.empty()) {
+        if (auto p = parse_url(m.peer_urls.front()))
+          cfg.etcd_endpoints.push_back(p->scheme + "://" + url_host(p->host) + ":2379");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void read_check_timing(YamlMap& m, CheckTiming& t) {
+  if (auto v = m.duration("interval", Duration{100})) t.interval = *v;
+  if (auto v = m.duration("unhealthy_interval", Duration{100})) t.unhealthy_interval = *v;
+  if (auto v = m.duration("timeout", Duration{10})) t.timeout = *v;
+  if (auto v = m.duration("jitter", Duration{0})) t.jitter = *v;
+  if (auto v = m.integer("rise", 1, 100)) t.rise = static_cast<int>(*v);
+  if (auto v = m.integer("fall", 1, 100)) t.fall = static_cast<int>(*v);
+}
+
+namespace {
+
+// Checks that apply to what this node runs, in display order.
+std::vector<std::string> default_checks(const Config& c) {
+  std::vector<std::string> out;
+  if (!c.etcd_endpoints.empty()) out.insert(out.end(), {"etcd_health", "etcd_members"});
+  if (!c.patroni_url.empty()) out.insert(out.end(), {"patroni_node", "patroni_cluster"});
+  out.push_back("listening_sockets");
+  if (!c.pg_data_dir.empty()) out.push_back("datadir");
+  if (!c.patroni_config.empty() || !c.etcd_env_files.empty()) out.push_back("config_lint");
+  return out;
+}
+
+}  // namespace
+
+std::string host_of(const std::string& s) {
+  if (s.find("://") != std::string::npos) {
+    auto p = parse_url(s);
+    return p ? p->host : std::string();
+  }
+  return split_listen(s, 0).first;
+}
+
+int port_of(const std::string& s, int fallback) {
+  if (s.find("://") != std::string::npos) {
+    auto p = parse_url(s);
+    return p && p->port ? p->port : fallback;
+  }
+  return split_listen(s, fallback).second;
+}
+
+Config load_config(const LoadOptions& opts) {
+  Config cfg;
+
+  // Which fener file: the flag, else the default path when it exists.
+  std::optional<YamlMap> root;
+  if (opts.config_file) {
+    cfg.config_file = *opts.config_file;
+  } else if (file_exists(kDefaultConfigFile)) {
+    cfg.config_file = kDefaultConfigFile;
+  }
+  if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
+
+  std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log;
+  if (root) {
+    node = root->map("node");
+    cluster = root->map("cluster");
+    patroni = root->map("patroni");
+    etcd = root->map("etcd");
+    pg = root->map("postgresql");
+    defaults = root->map("defaults");
+    checks = root->map("checks");
+    log = root->map("log");
+    root->finish();
+  }
+
+  // Discovery: the flag, else the fener file's patroni.config, else the default path.
+  std::string patroni_file;
+  bool patroni_explicit = true;
+  if (opts.patroni_config) {
+    patroni_file = *opts.patroni_config;
+  } else if (patroni && patroni->has("config")) {
+    patroni_file = *patroni->str("config");
+  } else if (file_exists(kDefaultPatroniConfig)) {
+    patroni_file = kDefaultPatroniConfig;
+    patroni_explicit = false;
+  }
+  if (!patroni_file.empty()) {
+    if (patroni_explicit && !file_exists(patroni_file))
+      throw ConfigError(patroni_file, 0, 0, "", "Patroni configuration file not found");
+    discover_patroni(patroni_file, cfg);
+  }
+
+  // etcd environment files: listed ones must exist; the defaults are used when present.
+  if (etcd && etcd->has("env_files")) {
+    cfg.etcd_env_files = *etcd->str_list("env_files");
+    cfg.etcd_env_files_explicit = true;
+    for (const auto& f : cfg.etcd_env_files) {
+      if (!file_exists(f)) etcd->fail("env_files", "file " + f + " does not exist");
+    }
+  } else {
+    for (const auto& f : kDefaultEtcdEnvFiles)
+      if (file_exists(f)) cfg.etcd_env_files.push_back(f);
+  }
+  if (!cfg.etcd_env_files.empty()) discover_etcd_env(cfg.etcd_env_files.front(), cfg);
+
+  // Explicit settings win over discovery.
+  if (node) {
+    if (auto v = node->str("name")) cfg.node_name = *v;
+    if (auto v = node->str("address")) cfg.node_address = *v;
+    node->finish();
+  }
+  if (cluster) {
+    if (auto v = cluster->str("scope")) cfg.scope = *v;
+    if (auto v = cluster->integer("members", 0, 100)) cfg.expected_members = static_cast<int>(*v);
+    cluster->finish();
+  }
+  if (patroni) {
+    patroni->str("config");  // read above
+    if (auto v = patroni->str("url")) {
+      if (v->rfind("http://", 0) != 0 && v->rfind("https://", 0) != 0)
+        patroni->fail("url", "expected an http:// or https:// URL, got \"" + *v + "\"");
+      cfg.patroni_url = *v;
+    }
+    if (auto v = patroni->str("username")) cfg.patroni_username = *v;
+    if (auto v = patroni->str("password")) cfg.patroni_password = *v;
+    if (auto v = patroni->boolean("enabled"); v && !*v) cfg.patroni_url.clear();
+    patroni->finish();
+  }
+  if (etcd) {
+    if (auto v = etcd->str_list("endpoints", true)) {
+      for (const auto& u : *v) {
+        if (!parse_url(u))
+          etcd->fail("endpoints", "expected URLs such as http://10.0.0.1:2379, got \"" + u + "\"");
+      }
+      cfg.etcd_endpoints = *v;
+    }
+    if (auto members = etcd->map_list("members")) {
+      cfg.etcd_members.clear();
+      for (auto& m : *members) {
+        EtcdMember em;
+        auto name = m.str("name");
+        if (!name || name->empty()) m.fail_here("each member needs a name");
+        em.name = *name;
+        em.peer_urls = m.str_list("peer_urls", true).value_or(std::vector<std::string>{});
+        em.client_urls = m.str_list("client_urls", true).value_or(std::vector<std::string>{});
+        m.finish();
+        cfg.etcd_members.push_back(std::move(em));
+      }
+    }
+    etcd->str_list("env_files");  // read above
+    etcd->finish();
+  }
+  if (pg) {
+    if (auto v = pg->str("data_dir")) cfg.pg_data_dir = *v;
+    if (auto v = pg->str("listen")) cfg.pg_listen = *v;
+    if (auto v = pg->str("bin_dir")) cfg.pg_bin_dir = *v;
+    if (auto v = pg->str("owner")) cfg.pg_owner = *v;
+    pg->finish();
+  }
+  if (defaults) {
+    read_check_timing(*defaults, cfg.defaults);
+    defaults->finish();
+  }
+  if (log) {
+    if (auto v = log->str("level")) {
+      static const std::set<std::string> levels = {"trace", "debug", "info", "warn", "error"};
+      if (!levels.count(*v))
+        log->fail("level", "expected one of trace, debug, info, warn, error, got \"" + *v + "\"");
+      cfg.log_level = *v;
+    }
+    log->finish();
+  }
+  if (cfg.node_name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0) cfg.node_name = host;
+  }
+
+  // Checks: the defaults for this node, then the file's entries over them.
+  for (const auto& name : default_checks(cfg)) {
+    CheckSpec s;
+    s.name = s.type = name;
+    s.timing = cfg.defaults;
+    s.path = "checks." + name;
+    cfg.checks.push_back(std::move(s));
+  }
+  if (checks) {
+    for (const auto& name : checks->keys()) {
+      YamlMap entry = checks->map(name).value_or(
+          YamlMap(YAML::Node(), cfg.config_file, checks->key_path(name)));
+      auto it = std::find_if(cfg.checks.begin(), cfg.checks.end(),
+                             [&](const CheckSpec& c) { return c.name == name; });
+      if (it == cfg.checks.end()) {
+        CheckSpec s;
+        s.name = s.type = name;
+        cfg.checks.push_back(std::move(s));
+        it = std::prev(cfg.checks.end());
+      }
+      if (auto t = entry.str("type")) it->type = *t;
+      it->timing = cfg.defaults;
+      read_check_timing(entry, it->timing);
+      it->params = entry.node();
+      it->file = cfg.config_file;
+      it->path = entry.path();
+      if (auto en = entry.boolean("enabled"); en && !*en) cfg.checks.erase(it);
+    }
+  }
+  return cfg;
+}
+
+}  // namespace fener

@@ -1,0 +1,266 @@
+// Configuration loading: discovery from patroni.yml and etcd environment files, precedence,
+// and the exact wording of every kind of error (file:line:column: key: what is expected).
+#include <doctest/doctest.h>
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "checks/registry.hpp"
+#include "src/config.hpp"
+#include "src/debounce.hpp"
+
+using namespace fener;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "fener-config-XXXXXX").string();
+    path = mkdtemp(tmpl.data());
+  }
+  ~TempDir() { fs::remove_all(path); }
+  std::string write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name) << text;
+    return (path / name).string();
+  }
+};
+
+std::string error_of(const LoadOptions& o) {
+  try {
+    Config c = load_config(o);
+    build_checks(c);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+const char* const kPatroniYml = R"(scope: liman
+name: kaptan1
+restapi:
+  listen: 127.0.1.2:8008
+  connect_address: 127.0.1.2:8008
+  authentication:
+    username: fener
+    password: secret
+etcd:
+  hosts: 127.0.1.1:2379,127.0.1.2:2379,127.0.1.3:2379
+postgresql:
+  listen: 127.0.1.2:5432
+  connect_address: 127.0.1.2:5432
+  data_dir: /data/patroni
+  bin_dir: /usr/lib/postgresql/15/bin
+)";
+
+const char* const kEtcdEnv = R"(ETCD_NAME="ha"
+ETCD_INITIAL_ADVERTISE_PEER_URLS="http://10.0.0.1:2380"
+ETCD_ADVERTISE_CLIENT_URLS="http://10.0.0.1:2379"
+ETCD_INITIAL_CLUSTER_TOKEN="etcd-cluster-1"
+ETCD_INITIAL_CLUSTER="ha=http://10.0.0.1:2380,kaptan1=http://10.0.0.2:2380,kaptan2=http://10.0.0.3:2380"
+)";
+
+}  // namespace
+
+TEST_CASE("patroni.yml alone describes a database node") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = d.write("patroni.yml", kPatroniYml);
+  o.config_file = d.write("fener.yaml", "etcd:\n  env_files: []\n");
+  Config c = load_config(o);
+  CHECK(c.scope == "liman");
+  CHECK(c.node_name == "kaptan1");
+  CHECK(c.node_address == "127.0.1.2");
+  CHECK(c.patroni_url == "http://127.0.1.2:8008");
+  CHECK(c.patroni_username == "fener");
+  CHECK(c.patroni_password == "secret");
+  CHECK(c.patroni_dcs == "etcd");
+  CHECK_FALSE(c.patroni_etcd_uses_host_key);
+  CHECK(c.etcd_endpoints == std::vector<std::string>{"http://127.0.1.1:2379",
+                                                     "http://127.0.1.2:2379",
+                                                     "http://127.0.1.3:2379"});
+  CHECK(c.pg_data_dir == "/data/patroni");
+  CHECK(c.pg_listen == "127.0.1.2:5432");
+  std::vector<std::string> names;
+  for (const auto& s : c.checks) names.push_back(s.name);
+  CHECK(names == std::vector<std::string>{"etcd_health", "etcd_members", "patroni_node",
+                                          "patroni_cluster", "listening_sockets", "datadir",
+                                          "config_lint"});
+  CHECK(build_checks(c).size() == names.size());
+}
+
+TEST_CASE("the singular etcd host key is kept as written for the lint") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config =
+      d.write("p.yml", "scope: s\nname: n\netcd:\n  host: 10.0.0.1:2379,10.0.0.2:2379\n");
+  o.config_file = d.write("f.yaml", "etcd:\n  env_files: []\n");
+  Config c = load_config(o);
+  CHECK(c.patroni_etcd_uses_host_key);
+  CHECK(c.patroni_etcd_hosts.size() == 2);
+}
+
+TEST_CASE("an etcd environment file alone describes the HAProxy node") {
+  TempDir d;
+  LoadOptions o;
+  const auto env = d.write("etcd.conf", kEtcdEnv);
+  o.config_file = d.write("fener.yaml", "etcd:\n  env_files: [" + env + "]\n");
+  Config c = load_config(o);
+  CHECK(c.node_name == "ha");
+  CHECK(c.node_address == "10.0.0.1");
+  REQUIRE(c.etcd_members.size() == 3);
+  CHECK(c.etcd_members[1].name == "kaptan1");
+  CHECK(c.etcd_members[1].peer_urls == std::vector<std::string>{"http://10.0.0.2:2380"});
+  CHECK(c.etcd_endpoints == std::vector<std::string>{"http://10.0.0.1:2379", "http://10.0.0.2:2379",
+                                                     "http://10.0.0.3:2379"});
+  CHECK(c.patroni_url.empty());
+}
+
+TEST_CASE("explicit settings win over discovery; checks merge over the defaults") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = d.write("patroni.yml", kPatroniYml);
+  o.config_file = d.write("fener.yaml", R"(node:
+  name: override
+postgresql:
+  data_dir: /srv/pg
+etcd:
+  env_files: []
+defaults:
+  interval: 10s
+checks:
+  datadir:
+    interval: 30s
+    max_entries: 50
+  config_lint:
+    enabled: false
+  second_datadir:
+    type: datadir
+    path: /srv/other
+)");
+  Config c = load_config(o);
+  CHECK(c.node_name == "override");
+  CHECK(c.pg_data_dir == "/srv/pg");
+  auto find = [&](const std::string& n) -> const CheckSpec* {
+    for (const auto& s : c.checks)
+      if (s.name == n) return &s;
+    return nullptr;
+  };
+  REQUIRE(find("datadir"));
+  CHECK(find("datadir")->timing.interval == std::chrono::seconds(30));
+  CHECK(find("etcd_health")->timing.interval == std::chrono::seconds(10));
+  CHECK(find("config_lint") == nullptr);
+  REQUIRE(find("second_datadir"));
+  CHECK(find("second_datadir")->type == "datadir");
+  CHECK(build_checks(c).size() == c.checks.size());
+}
+
+TEST_CASE("config errors name file, line, column, key and what was expected") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = d.write("patroni.yml", kPatroniYml);
+  auto with = [&](const std::string& text) {
+    o.config_file = d.write("fener.yaml", "etcd:\n  env_files: []\n" + text);
+    return error_of(o);
+  };
+  const std::string f = (d.path / "fener.yaml").string();
+
+  CHECK(with("defaults:\n  timout: 3s\n") ==
+        f + ":4:3: defaults.timout: unknown key (did you mean \"timeout\"?); expected one of: "
+            "fall, interval, jitter, rise, timeout, unhealthy_interval");
+  CHECK(with("defaults:\n  interval: fast\n") ==
+        f + ":4:13: defaults.interval: expected a duration such as 500ms, 5s or 2m (a number "
+            "and a unit), got \"fast\"");
+  CHECK(with("defaults:\n  interval: 5\n") ==
+        f + ":4:13: defaults.interval: expected a duration such as 500ms, 5s or 2m (a number "
+            "and a unit), got \"5\"");
+  CHECK(with("defaults:\n  rise: 0\n") ==
+        f + ":4:9: defaults.rise: expected a whole number from 1 to 100, got 0");
+  CHECK(with("checks:\n  nosuch: {}\n") ==
+        f + ":4:11: checks.nosuch: unknown check \"nosuch\"; name a known type or add `type:` "
+            "(one of: etcd_health, etcd_members, patroni_node, patroni_cluster, "
+            "listening_sockets, datadir, config_lint)");
+  CHECK(with("checks:\n  x:\n    type: datadirr\n") ==
+        f + ":5:11: checks.x.type: unknown check type \"datadirr\"; expected one of: "
+            "etcd_health, etcd_members, patroni_node, patroni_cluster, listening_sockets, "
+            "datadir, config_lint");
+  CHECK(with("log:\n  level: loud\n") ==
+        f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
+  CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
+  CHECK(with("nodes:\n  name: x\n") ==
+        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: checks, "
+            "cluster, defaults, etcd, log, node, patroni, postgresql");
+  CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
+  CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
+        f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");
+  // A check's own parameters are validated at load, with the same precision.
+  CHECK(with("checks:\n  datadir:\n    max_entris: 5\n")
+            .find(f + ":5:5: checks.datadir.max_entris: unknown key") == 0);
+}
+
+TEST_CASE("the example configuration in conf/ is valid") {
+  TempDir d;
+  LoadOptions o;
+  o.config_file = std::string(FENER_TEST_DATA) + "/../../conf/fener.yaml";
+  o.patroni_config = d.write("patroni.yml", kPatroniYml);
+  Config c = load_config(o);
+  CHECK(c.node_name == "kaptan1");
+  CHECK(c.etcd_members.size() == 3);
+  CHECK(c.expected_members == 2);
+  CHECK(build_checks(c).size() == c.checks.size());
+}
+
+TEST_CASE("a missing or broken patroni.yml is an error, not a silent default") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = (d.path / "absent.yml").string();
+  CHECK(error_of(o) == o.patroni_config.value() + ": Patroni configuration file not found");
+  o.patroni_config = d.write("p.yml", "scope: [x\n");
+  CHECK(error_of(o).find(*o.patroni_config + ":2:1: YAML syntax error") == 0);
+  o.patroni_config = d.write("p2.yml", "scope: s\nrestapi: 8008\n");
+  CHECK(error_of(o) ==
+        *o.patroni_config + ":2:10: restapi: expected a mapping of keys, got \"8008\"");
+}
+
+TEST_CASE("durations parse with units only") {
+  CHECK(parse_duration("250ms") == Duration{250});
+  CHECK(parse_duration("1.5s") == Duration{1500});
+  CHECK(parse_duration("2m") == Duration{120000});
+  CHECK_FALSE(parse_duration("5").has_value());
+  CHECK_FALSE(parse_duration("s").has_value());
+  CHECK_FALSE(parse_duration("1..5s").has_value());
+  CHECK_FALSE(parse_duration("-1s").has_value());
+  CHECK(format_duration(Duration{3000}) == "3s");
+  CHECK(format_duration(Duration{1500}) == "1500ms");
+}
+
+TEST_CASE("debouncer: first result at once, then rise and fall thresholds") {
+  Debouncer d(2, 3);
+  CHECK(d.feed(Status::passing) == Status::passing);
+  CHECK_FALSE(d.feed(Status::critical).has_value());
+  CHECK_FALSE(d.feed(Status::critical).has_value());
+  CHECK(d.feed(Status::critical) == Status::critical);  // third in a row
+  CHECK_FALSE(d.feed(Status::passing).has_value());
+  CHECK(d.feed(Status::passing) == Status::passing);  // rise 2
+  // An interrupted streak starts over.
+  CHECK_FALSE(d.feed(Status::warning).has_value());
+  CHECK_FALSE(d.feed(Status::unknown).has_value());
+  CHECK_FALSE(d.feed(Status::warning).has_value());
+  CHECK_FALSE(d.feed(Status::warning).has_value());
+  CHECK(d.feed(Status::warning) == Status::warning);
+  CHECK(d.published() == Status::warning);
+}
+
+TEST_CASE("status order and exit codes follow the Nagios convention") {
+  CHECK(worst(Status::warning, Status::unknown) == Status::unknown);
+  CHECK(worst(Status::critical, Status::unknown) == Status::critical);
+  CHECK(worst(Status::passing, Status::warning) == Status::warning);
+  CHECK(nagios_exit_code(Status::passing) == 0);
+  CHECK(nagios_exit_code(Status::warning) == 1);
+  CHECK(nagios_exit_code(Status::critical) == 2);
+  CHECK(nagios_exit_code(Status::unknown) == 3);
+}
