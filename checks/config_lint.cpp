@@ -133,8 +133,10 @@ class ConfigLintCheck final : public Check {
   explicit ConfigLintCheck(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
-    ConfigLintInputs inputs = co_await offload(
-        ctx.worker, [config = config_] { return read_config_lint_inputs(*config); });
+    // Named first: GCC 12 destroys a capturing lambda made inside a co_await expression
+    // twice (the shared_ptr would be released one time too many).
+    auto job = [config = config_] { return read_config_lint_inputs(*config); };
+    ConfigLintInputs inputs = co_await offload(ctx.worker, std::move(job));
     co_return evaluate_config_lint(*config_, inputs);
   }
 

@@ -1,8 +1,16 @@
 #include "checks/config_lint.hpp"
 
 #include <algorithm>
+#include <optional>
 
 #include <doctest/doctest.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "src/http_client.hpp"
+#include "src/worker.hpp"
 
 using namespace fener;
 
@@ -448,4 +456,40 @@ TEST_CASE("config_lint: the factory takes no parameters and does no I/O") {
   c.etcd_env_files = {"/nonexistent/file"};
   c.etcd_env_files_explicit = true;
   CHECK(make_config_lint_check(m, c) != nullptr);
+}
+
+TEST_CASE("config_lint: run() reads the files through the worker") {
+  YamlMap m(YAML::Load("{}"), "f", "checks.config_lint");
+  Config c = kaptan1();
+  c.patroni_config = kData + "/patroni/host-mistake.yml";
+  c.patroni_etcd_uses_host_key = true;
+  c.etcd_env_files = {kData + "/etcd/lab-ha.env"};
+  auto check = make_config_lint_check(m, c);
+
+  asio::io_context io;
+  Worker worker(1);
+  HttpClient http(io);
+  CheckContext ctx{http, worker, std::chrono::seconds(3)};
+  auto guard = asio::make_work_guard(io);  // the loop idles while the worker reads
+  std::optional<CheckResult> out;
+  std::string error;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        try {
+          out = co_await check->run(ctx);
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        guard.reset();
+      },
+      asio::detached);
+  io.run();
+  CHECK(error == "");
+  REQUIRE(out.has_value());
+  CHECK(out->status == Status::critical);
+  // The line number comes from reading patroni.yml on the worker.
+  CHECK(out->message.find(c.patroni_config + ":9: etcd.host lists 3 addresses") == 0);
+  CHECK(out->message.find("(+4 more)") != std::string::npos);  // YAML, v2, two advertise URLs
+  CHECK(out->evidence["findings"].size() == 5);
 }

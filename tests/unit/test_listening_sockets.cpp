@@ -1,8 +1,22 @@
 #include "checks/listening_sockets.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <optional>
+
 #include <doctest/doctest.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 
 #include "src/config_error.hpp"
+#include "src/http_client.hpp"
+#include "src/worker.hpp"
 
 using namespace fener;
 
@@ -280,4 +294,81 @@ TEST_CASE("listening_sockets: the factory builds a check without I/O") {
   auto check = make_listening_sockets_check(m, Config{});
   CHECK(check != nullptr);
   CHECK_NOTHROW(m.finish());  // every key was read
+}
+
+namespace {
+
+// Runs one probe on a private loop, as the scheduler would.
+CheckResult run_check(Check& check) {
+  asio::io_context io;
+  Worker worker(1);
+  HttpClient http(io);
+  CheckContext ctx{http, worker, std::chrono::seconds(3)};
+  auto guard = asio::make_work_guard(io);  // the loop idles while the worker scans
+  std::optional<CheckResult> out;
+  std::string error;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        try {
+          out = co_await check.run(ctx);
+        } catch (const std::exception& e) {
+          error = e.what();
+        }
+        guard.reset();
+      },
+      asio::detached);
+  io.run();
+  CHECK(error == "");
+  REQUIRE(out.has_value());
+  return *out;
+}
+
+// A listening socket on 127.0.0.1 at a free port, owned by this test process.
+struct TestListener {
+  int fd = -1;
+  int port = 0;
+  TestListener() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 1) == 0);
+    socklen_t len = sizeof a;
+    REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
+    port = ntohs(a.sin_port);
+  }
+  ~TestListener() { ::close(fd); }
+};
+
+std::string own_comm() {
+  std::ifstream in("/proc/self/comm");
+  std::string comm;
+  std::getline(in, comm);
+  return comm;
+}
+
+}  // namespace
+
+TEST_CASE("listening_sockets: run() scans this machine through the worker") {
+  TestListener l;
+  const std::string comm = own_comm();
+  std::string text =
+      "expect:\n  - {name: mine, address: 127.0.0.1, port: " + std::to_string(l.port) +
+      ", process: " + comm + "}\n";
+  YamlMap m(YAML::Load(text), "f", "checks.listening_sockets");
+  auto check = make_listening_sockets_check(m, Config{});
+  CheckResult r = run_check(*check);
+  CHECK(r.status == Status::passing);
+  CHECK(r.message == "1 expected listeners present: mine 127.0.0.1:" + std::to_string(l.port) +
+                         " (" + comm + ")");
+  CHECK(r.evidence["listeners"][0]["found"]["pid"] == ::getpid());
+
+  YamlMap other(YAML::Load("expect:\n  - {name: other, address: 127.0.0.1, port: " +
+                           std::to_string(l.port) + ", process: postgres}\n"),
+                "f", "checks.listening_sockets");
+  auto wrong = make_listening_sockets_check(other, Config{});
+  CHECK(run_check(*wrong).status == Status::warning);
 }
