@@ -5,8 +5,9 @@
 //   passing  - the root is a real directory owned by owner:group with mode 0700 (or 0750
 //              where group access is allowed) and every entry below is owned by
 //              owner:group, usable by the owner and not writable by others.
-//   warning  - PostgreSQL still runs, but entries are group- or world-writable or
-//              world-readable (security), or some entries below the root could not be read.
+//   warning  - PostgreSQL still runs, but entries are group- or world-writable
+//              (security), or some entries below the root could not be read. World-readable
+//              entries (Patroni writes its config files 0644) are counted in the evidence only.
 //   critical - PostgreSQL refuses to start or cannot use its files: the root is missing,
 //              not a directory, a symlink, has the wrong owner/group or mode; entries are
 //              owned by another user or group or lack owner read/write.

@@ -119,8 +119,11 @@ std::string etcd_member_name(const std::string& endpoint, const std::vector<Etcd
   // Host alone is only good enough when exactly one member lives there.
   const EtcdMember* found = nullptr;
   for (const auto& m : members) {
-    bool here = std::any_of(m.client_urls.begin(), m.client_urls.end(),
-                            [&](const std::string& u) { return host_of(u) == host; });
+    // Peer URLs count too: the env file names every member's peer URL, but only its own
+    // client URL.
+    auto on_host = [&](const std::string& u) { return host_of(u) == host; };
+    bool here = std::any_of(m.client_urls.begin(), m.client_urls.end(), on_host) ||
+                std::any_of(m.peer_urls.begin(), m.peer_urls.end(), on_host);
     if (!here) continue;
     if (found != nullptr) return "";
     found = &m;

@@ -240,7 +240,7 @@ TEST_SUITE("datadir evaluate") {
     CHECK(evaluate_datadir(s, pg_expect()).status == Status::passing);
   }
 
-  TEST_CASE("group/world-writable or world-readable entries are a warning") {
+  TEST_CASE("group/world-writable entries are a warning; world-readable ones only evidence") {
     auto s = good_scan();
     s.entries.push_back(entry("postgresql.conf", EntryType::file, 0644));
     s.entries.push_back(entry("pg_stat_tmp", EntryType::directory, 0770));
@@ -249,10 +249,16 @@ TEST_SUITE("datadir evaluate") {
     CHECK(r.status == Status::warning);
     CHECK(r.message ==
           "data directory /data/patroni: 2 entries group- or world-writable: "
-          "/data/patroni/pg_stat_tmp, /data/patroni/pg_log; 1 entry world-readable: "
-          "/data/patroni/postgresql.conf");
+          "/data/patroni/pg_stat_tmp, /data/patroni/pg_log");
     CHECK(r.evidence["counts"]["writable_by_others"] == 2);
     CHECK(r.evidence["counts"]["world_readable"] == 1);
+
+    // Patroni's own 0644 config files alone leave the check passing.
+    auto readable = good_scan();
+    readable.entries.push_back(entry("postgresql.conf", EntryType::file, 0644));
+    auto rr = evaluate_datadir(readable, pg_expect());
+    CHECK(rr.status == Status::passing);
+    CHECK(rr.evidence["counts"]["world_readable"] == 1);
 
     // Group-readable files are what initdb -g makes: fine.
     s = good_scan(0750);
@@ -294,7 +300,7 @@ TEST_SUITE("datadir evaluate") {
     CHECK(r.evidence["truncated"] == true);
     CHECK(r.evidence["max_entries"] == 4);
 
-    s.entries.push_back(entry("x", EntryType::file, 0604));
+    s.entries.push_back(entry("x", EntryType::file, 0602));
     r = evaluate_datadir(s, pg_expect());
     CHECK(r.status == Status::warning);
     CHECK(contains(r.message, "walk stopped at max_entries 4"));

@@ -191,6 +191,11 @@ TEST_CASE("etcd_health: endpoint to member name") {
   CHECK(etcd_member_name("http://127.0.1.2:12379", kLab) == "kaptan1");
   CHECK(etcd_member_name("http://127.0.0.1:2379", kLab).empty());
   CHECK(etcd_member_name("http://127.0.1.1:2379", {}).empty());
+  // What an etcd env file gives: every member's peer URL, only its own client URL.
+  const std::vector<EtcdMember> from_env = {{"ha", {"http://127.0.1.1:2380"}, {}},
+                                            {"kaptan1", {"http://127.0.1.2:2380"}, {}}};
+  CHECK(etcd_member_name("http://127.0.1.1:2379", from_env) == "ha");
+  CHECK(etcd_member_name("http://127.0.1.9:2379", from_env).empty());
 
   // Two members on one host: the port decides, and a third port names nobody.
   const std::vector<EtcdMember> same_host = {{"a", {}, {"http://10.0.0.9:2379"}},

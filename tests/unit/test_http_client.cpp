@@ -50,7 +50,8 @@ struct TestServer {
     if (behaviour == Peer::barrier3) {
       waiting.push_back(s);
       if (waiting.size() < 3) co_return;
-      for (auto& w : waiting) co_await answer(*w, "{\"ok\":true}");
+      const std::string body = "{\"ok\":true}";
+      for (auto& w : waiting) co_await answer(*w, body);
       co_return;
     }
     if (behaviour == Peer::reset) {
@@ -58,7 +59,9 @@ struct TestServer {
       s->close();
       co_return;
     }
-    co_await answer(*s, behaviour == Peer::huge ? std::string(3 << 20, 'x') : "{\"ok\":true}");
+    // A named body: GCC 12 destroys temporaries inside co_await twice.
+    const std::string body = behaviour == Peer::huge ? std::string(3 << 20, 'x') : "{\"ok\":true}";
+    co_await answer(*s, body);
   }
   asio::awaitable<void> answer(tcp::socket& s, const std::string& body) {
     const std::string resp =
