@@ -181,43 +181,28 @@ ListenScan scan_listening_sockets(const ScanOptions& options) {
 
   std::unordered_map<std::uint64_t, std::size_t> by_inode;
   for (std::size_t i = 0; i < scan.sockets.size(); ++i) {
-    if (scan.sockets[i].inode != 0) by_inode.emplace(scan.sockets[i].inode, i);
+    const auto& s = scan.sockets[i];
+    const bool wanted =
+        options.ports.empty() ||
+        std::find(options.ports.begin(), options.ports.end(), s.port) != options.ports.end();
+    if (s.inode != 0 && wanted) by_inode.emplace(s.inode, i);
   }
   if (by_inode.empty()) return scan;
 
-  DIR* proc = ::opendir(options.proc_root.c_str());
-  if (!proc) {
-    scan.notes.push_back("cannot list " + options.proc_root + ": " + std::strerror(errno) +
-                         "; socket owners unknown");
-    return scan;
-  }
-  std::vector<int> pids;
-  while (dirent* e = ::readdir(proc)) {
-    int pid = 0;
-    if (parse_number(std::string_view(e->d_name), pid, 10) && pid > 0) pids.push_back(pid);
-  }
-  ::closedir(proc);
-  std::sort(pids.begin(), pids.end());  // lowest pid first: usually the parent of forks
-  if (pids.size() > options.max_pids) {
-    scan.notes.push_back("examined only the first " + std::to_string(options.max_pids) + " of " +
-                         std::to_string(pids.size()) + " processes");
-    pids.resize(options.max_pids);
-  }
-
   std::size_t unresolved = by_inode.size(), fds_read = 0, denied = 0;
   bool fd_cap_hit = false;
-  for (int pid : pids) {
-    if (unresolved == 0 || fd_cap_hit) break;
+  // Reads one process's fd links and claims the sockets it holds.
+  auto scan_pid = [&](int pid) {
     std::string dir = options.proc_root + "/" + std::to_string(pid);
     int dfd = ::open((dir + "/fd").c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
       if (errno == EACCES || errno == EPERM) ++denied;
-      continue;  // ENOENT: the process exited meanwhile
+      return;  // ENOENT: the process exited meanwhile
     }
     DIR* fds = ::fdopendir(dfd);
     if (!fds) {
       ::close(dfd);
-      continue;
+      return;
     }
     std::string comm;
     bool comm_read = false;
@@ -245,7 +230,59 @@ ListenScan scan_listening_sockets(const ScanOptions& options) {
       --unresolved;
     }
     ::closedir(fds);  // closes dfd too
+  };
+
+  // First the processes that owned these sockets last time.
+  std::vector<int> cached_pids;
+  if (options.cache) {
+    std::lock_guard lock(options.cache->mu);
+    for (const auto& [inode, idx] : by_inode) {
+      auto c = options.cache->owners.find(inode);
+      if (c != options.cache->owners.end()) cached_pids.push_back(c->second.first);
+    }
   }
+  std::sort(cached_pids.begin(), cached_pids.end());
+  cached_pids.erase(std::unique(cached_pids.begin(), cached_pids.end()), cached_pids.end());
+  for (int pid : cached_pids) scan_pid(pid);
+  auto remember = [&] {
+    if (!options.cache) return;
+    std::lock_guard lock(options.cache->mu);
+    options.cache->owners.clear();
+    for (const auto& [inode, idx] : by_inode) {
+      const auto& s = scan.sockets[idx];
+      if (s.pid != 0) options.cache->owners[inode] = {s.pid, s.comm};
+    }
+  };
+  if (unresolved == 0) {
+    remember();
+    return scan;
+  }
+
+  DIR* proc = ::opendir(options.proc_root.c_str());
+  if (!proc) {
+    scan.notes.push_back("cannot list " + options.proc_root + ": " + std::strerror(errno) +
+                         "; socket owners unknown");
+    return scan;
+  }
+  std::vector<int> pids;
+  while (dirent* e = ::readdir(proc)) {
+    int pid = 0;
+    if (parse_number(std::string_view(e->d_name), pid, 10) && pid > 0) pids.push_back(pid);
+  }
+  ::closedir(proc);
+  std::sort(pids.begin(), pids.end());  // lowest pid first: usually the parent of forks
+  if (pids.size() > options.max_pids) {
+    scan.notes.push_back("examined only the first " + std::to_string(options.max_pids) + " of " +
+                         std::to_string(pids.size()) + " processes");
+    pids.resize(options.max_pids);
+  }
+
+  for (int pid : pids) {
+    if (unresolved == 0 || fd_cap_hit) break;
+    if (std::binary_search(cached_pids.begin(), cached_pids.end(), pid)) continue;
+    scan_pid(pid);
+  }
+  remember();
   if (fd_cap_hit) {
     scan.notes.push_back("stopped after reading " + std::to_string(options.max_fds) +
                          " file descriptors");

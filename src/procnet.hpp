@@ -3,9 +3,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace fener {
@@ -41,10 +43,19 @@ struct ListenScan {
                          // no tcp6 means IPv6 is off, so nothing can listen there)
 };
 
+// Owners found by earlier scans (inode -> pid, comm). Listening sockets live long, so
+// the next scan looks at those processes first and walks /proc only for what is new.
+struct OwnerCache {
+  std::mutex mu;
+  std::unordered_map<std::uint64_t, std::pair<int, std::string>> owners;
+};
+
 struct ScanOptions {
   std::string proc_root = "/proc";
   std::size_t max_pids = 32768;     // processes examined at most
   std::size_t max_fds = 1'000'000;  // fd links read at most, over all processes
+  std::vector<int> ports;           // resolve owners of listeners on these ports only (empty: all)
+  OwnerCache* cache = nullptr;      // optional
 };
 
 // Blocking (reads /proc): run it on the worker. Never throws for unreadable entries;

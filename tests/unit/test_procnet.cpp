@@ -241,6 +241,36 @@ TEST_CASE("procnet: scanner on a fake /proc") {
   CHECK(patroni->inode == 6996);  // the mapped exact address beats 0.0.0.0:8008
 }
 
+TEST_CASE("procnet: only wanted ports are resolved; last owners are asked first") {
+  FakeProc p;
+  p.fd(100, 3, "socket:[6973]");  // 127.0.1.1:2379, not wanted
+  p.fd(200, 3, "socket:[6971]");  // 127.0.1.3:5432
+  p.fd(1000, 3, "socket:[6971]");
+
+  OwnerCache cache;
+  ScanOptions opt;
+  opt.proc_root = p.root.string();
+  opt.ports = {5432};
+  opt.cache = &cache;
+  ListenScan s = scan_listening_sockets(opt);
+  CHECK(by_inode(s.sockets, 6971)->pid == 200);
+  CHECK(by_inode(s.sockets, 6973)->pid == 0);  // port 2379 was not asked for
+  REQUIRE(cache.owners.count(6971) == 1);
+  CHECK(cache.owners[6971].first == 200);
+
+  // The cached owner is looked at first, even where a full walk would pick another.
+  cache.owners[6971] = {1000, "postgres"};
+  CHECK(by_inode(scan_listening_sockets(opt).sockets, 6971)->pid == 1000);
+
+  // A cached owner that no longer holds the socket falls back to the walk.
+  std::filesystem::remove(p.root / "1000" / "fd" / "3");
+  std::filesystem::remove(p.root / "200" / "fd" / "3");
+  p.fd(500, 9, "socket:[6971]");
+  s = scan_listening_sockets(opt);
+  CHECK(by_inode(s.sockets, 6971)->pid == 500);
+  CHECK(cache.owners[6971].first == 500);
+}
+
 TEST_CASE("procnet: scanner stops at the fd budget") {
   FakeProc p;
   p.fd(100, 3, "socket:[6973]");
