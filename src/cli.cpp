@@ -211,9 +211,9 @@ int cmd_check(const Args& args) {
     named.push_back({checks[i].spec.name, checks[i].spec.type, results[i]});
   if (args.json) {
     // Peers' bytes end up in evidence; never let invalid UTF-8 abort the report.
-    std::cout << results_json(cfg.node_name, named).dump(2, ' ', false,
-                                                          json::error_handler_t::replace)
-              << "\n";
+    std::cout
+        << results_json(cfg.node_name, named).dump(2, ' ', false, json::error_handler_t::replace)
+        << "\n";
   } else {
     const bool color = !args.no_color && isatty(STDOUT_FILENO) && !std::getenv("NO_COLOR");
     std::cout << results_table(cfg.node_name, named, color);

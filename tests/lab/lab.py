@@ -981,6 +981,8 @@ class Lab:
         elif old != signal.SIG_IGN:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
+        # A background job of a script inherits SIGINT ignored: exit anyway, the lab is gone.
+        raise SystemExit(128 + signum)
 
 
 # ---------------------------------------------------------------- stale labs
