@@ -28,20 +28,9 @@ std::string quoted_snippet(const std::string& body) {
   return "\"" + snippet(body, 60) + "\"";
 }
 
+// For messages: the evidence word, except that garbage reads better as a phrase.
 std::string_view state_phrase(EtcdMemberState s) {
-  switch (s) {
-    case EtcdMemberState::healthy:
-      return "healthy";
-    case EtcdMemberState::unhealthy:
-      return "unhealthy";
-    case EtcdMemberState::down:
-      return "down";
-    case EtcdMemberState::unreachable:
-      return "unreachable";
-    case EtcdMemberState::garbage:
-      return "answered garbage";
-  }
-  return "unknown";
+  return s == EtcdMemberState::garbage ? "answered garbage" : to_string(s);
 }
 
 json member_evidence(const EtcdMemberHealth& m) {
