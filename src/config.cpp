@@ -1,6 +1,9 @@
 #include "src/config.hpp"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,6 +14,7 @@
 #include <sstream>
 
 #include "src/envfile.hpp"
+#include "fener_default_rules.hpp"
 
 namespace fener {
 
@@ -196,7 +200,127 @@ std::vector<std::string> default_checks(const Config& c) {
   return out;
 }
 
+std::string read_token_file(YamlMap& api, const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0)
+    api.fail("token_file", "cannot read " + path + ": " + strerror(errno));
+  if (st.st_mode & S_IROTH) {
+    char mode[8];
+    snprintf(mode, sizeof mode, "%03o", st.st_mode & 0777);
+    api.fail("token_file", path + " is readable by everyone (mode " + mode +
+                               "); a shared secret must not be: chmod 600 " + path);
+  }
+  std::ifstream in(path);
+  std::string token;
+  std::getline(in, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.size() < 16)
+    api.fail("token_file", path + " must hold a token of at least 16 characters on its first line");
+  return token;
+}
+
+void read_api(YamlMap& api, Config& cfg) {
+  if (auto v = api.str("listen")) {
+    if (*v == "off" || v->empty()) {
+      cfg.api.listen.clear();
+    } else {
+      if (host_of(*v).empty() || port_of(*v, 0) <= 0 || port_of(*v, 0) > 65535)
+        api.fail("listen", "expected host:port such as 127.0.0.1:8009, or off, got \"" + *v + "\"");
+      cfg.api.listen = *v;
+    }
+  }
+  if (api.has("token") && api.has("token_file"))
+    api.fail("token", "give either token or token_file, not both");
+  if (auto v = api.str("token")) {
+    if (v->size() < 16) api.fail("token", "expected a shared secret of at least 16 characters");
+    cfg.api.token = *v;
+    cfg.api.token_source = api.key_path("token") + " in " + api.file();
+  }
+  if (auto v = api.str("token_file")) {
+    cfg.api.token = read_token_file(api, *v);
+    cfg.api.token_source = *v;
+  }
+  api.finish();
+}
+
+void read_peer_files(YamlMap& root, Config& cfg) {
+  auto list = root.map_list("peer_files");
+  if (!list) return;
+  cfg.peer_files.clear();
+  for (auto& m : *list) {
+    PeerFileRoot r;
+    auto dir = m.str("dir");
+    if (!dir || dir->empty() || dir->front() != '/') m.fail("dir", "expected an absolute directory path");
+    r.dir = *dir;
+    while (r.dir.size() > 1 && r.dir.back() == '/') r.dir.pop_back();
+    if (r.dir == "/") m.fail("dir", "refusing to serve files from /");
+    r.name = m.str("name").value_or(r.dir == cfg.pg_data_dir ? "data_dir" : "");
+    if (r.name.empty() || r.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+                              std::string::npos)
+      m.fail("name", "expected a name of lowercase letters, digits, _ or - (used in peer URLs)");
+    for (const auto& other : cfg.peer_files)
+      if (other.name == r.name) m.fail("name", "\"" + r.name + "\" is used twice");
+    auto pats = m.str_list("patterns");
+    if (!pats || pats->empty())
+      m.fail("patterns", "expected a list of file name patterns such as \".*.swp\"");
+    for (const auto& p : *pats)
+      if (p.empty() || p.find('/') != std::string::npos)
+        m.fail("patterns", "a pattern matches file names, without '/': \"" + p + "\"");
+    r.patterns = *pats;
+    m.finish();
+    cfg.peer_files.push_back(std::move(r));
+  }
+}
+
+// Built-in rules first, then the file's: an entry with a built-in name adjusts it
+// (its keys replace the built-in ones), `enabled: false` drops it, a new name adds one.
+void read_rules(std::optional<YamlMap>& rules, Config& cfg) {
+  YAML::Node builtin = load_yaml_string(kDefaultRulesYaml, kDefaultRulesName);
+  YamlMap top(builtin, kDefaultRulesName, "");
+  if (auto r = top.map("rules")) {
+    for (const auto& name : r->keys())
+      cfg.rules.push_back({name, r->raw(name), kDefaultRulesName, r->key_path(name)});
+  }
+  if (!rules) return;
+  for (const auto& name : rules->keys()) {
+    YAML::Node node = rules->raw(name);
+    const std::string path = rules->key_path(name);
+    if (!node.IsMap()) rules->fail(name, "expected a mapping (when, ladder, ...) or enabled: false");
+    auto it = std::find_if(cfg.rules.begin(), cfg.rules.end(),
+                           [&](const Config::RuleSource& r) { return r.name == name; });
+    if (node["enabled"] && node["enabled"].IsScalar() && node["enabled"].Scalar() == "false") {
+      if (it != cfg.rules.end()) cfg.rules.erase(it);
+      continue;
+    }
+    if (it == cfg.rules.end()) {
+      cfg.rules.push_back({name, node, cfg.config_file, path});
+      continue;
+    }
+    YAML::Node merged = YAML::Clone(it->node);
+    for (const auto& kv : node) merged[kv.first.Scalar()] = kv.second;
+    it->node = merged;
+    it->file = cfg.config_file;
+    it->path = path;
+  }
+}
+
 }  // namespace
+
+std::string_view to_string(Mode m) {
+  switch (m) {
+    case Mode::observe: return "observe";
+    case Mode::safe: return "safe";
+    case Mode::full: return "full";
+  }
+  return "?";
+}
+
+std::optional<Mode> mode_from_string(std::string_view s) {
+  if (s == "observe") return Mode::observe;
+  if (s == "safe") return Mode::safe;
+  if (s == "full") return Mode::full;
+  return std::nullopt;
+}
 
 std::string host_of(const std::string& s) {
   if (s.find("://") != std::string::npos) {
@@ -226,8 +350,16 @@ Config load_config(const LoadOptions& opts) {
   }
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
-  std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log;
+  std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit,
+      lock, rules;
+  std::optional<std::string> mode;
   if (root) {
+    mode = root->str("mode");
+    api = root->map("api");
+    audit = root->map("audit");
+    lock = root->map("lock");
+    rules = root->map("rules");
+    root->raw("peer_files");  // read below, once the data dir is known
     node = root->map("node");
     cluster = root->map("cluster");
     patroni = root->map("patroni");
@@ -336,6 +468,33 @@ Config load_config(const LoadOptions& opts) {
     }
     log->finish();
   }
+  if (mode) {
+    auto m = mode_from_string(*mode);
+    if (!m) root->fail("mode", "expected observe, safe or full, got \"" + *mode + "\"");
+    cfg.mode = *m;
+  }
+  if (opts.mode) cfg.mode = *opts.mode;
+  if (!cfg.node_address.empty()) cfg.api.listen = cfg.node_address + ":" + std::to_string(kDefaultApiPort);
+  if (file_exists(kDefaultTokenFile)) {
+    YamlMap dummy(YAML::Node(), kDefaultTokenFile, "api");
+    cfg.api.token = read_token_file(dummy, kDefaultTokenFile);
+    cfg.api.token_source = kDefaultTokenFile;
+  }
+  if (api) read_api(*api, cfg);
+  if (!cfg.pg_data_dir.empty()) cfg.peer_files.push_back({"data_dir", cfg.pg_data_dir, {".*.swp"}});
+  if (root) read_peer_files(*root, cfg);
+  cfg.state_dir = kDefaultStateDir;
+  cfg.audit_file = std::string(kDefaultStateDir) + "/audit.jsonl";
+  if (audit) {
+    if (auto v = audit->str("file")) cfg.audit_file = *v;
+    if (auto v = audit->str("state_dir")) cfg.state_dir = *v;
+    audit->finish();
+  }
+  if (lock) {
+    if (auto v = lock->duration("ttl", std::chrono::seconds(5))) cfg.lock_ttl = *v;
+    lock->finish();
+  }
+  read_rules(rules, cfg);
   if (cfg.node_name.empty()) {
     char host[256] = {};
     if (gethostname(host, sizeof host - 1) == 0) cfg.node_name = host;

@@ -4,6 +4,7 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
@@ -16,6 +17,27 @@ struct EtcdMember {
   std::string name;
   std::vector<std::string> peer_urls;
   std::vector<std::string> client_urls;
+};
+
+// How far remedies may go. observe: check and announce, change nothing (each would-be
+// action is logged as such); safe: non-destructive remedies (the default); full: also
+// destructive ones (reinit).
+enum class Mode { observe, safe, full };
+std::string_view to_string(Mode m);
+std::optional<Mode> mode_from_string(std::string_view s);
+
+// One directory whose matching files this node serves to its peers (copy_from_leader).
+struct PeerFileRoot {
+  std::string name;                   // the name peers use in URLs ("data_dir")
+  std::string dir;                    // absolute path
+  std::vector<std::string> patterns;  // fnmatch(3) patterns on file names, e.g. ".*.swp"
+};
+
+// fener's own HTTP API: the peer file API now, status and metrics later.
+struct ApiConfig {
+  std::string listen;  // host:port; "" when switched off
+  std::string token;   // shared secret for peer endpoints; "" disables them
+  std::string token_source;  // where the token came from, for messages (never the token)
 };
 
 // Scheduling knobs shared by every check (each may override them).
@@ -75,16 +97,38 @@ struct Config {
 
   // Logging.
   std::string log_level = "info";
+
+  // Remedies.
+  Mode mode = Mode::safe;
+  ApiConfig api;
+  std::vector<PeerFileRoot> peer_files;
+  std::string audit_file;  // JSON lines; "" = only the normal log
+  std::string state_dir;   // where rule state survives restarts; "" = memory only
+  Duration lock_ttl{std::chrono::seconds(60)};
+  // Rules: the built-in set (conf/rules.yaml) merged with the file's `rules:` entries.
+  // Each entry keeps the file it came from, for messages; validated by build_rules().
+  struct RuleSource {
+    std::string name;
+    YAML::Node node;
+    std::string file;
+    std::string path;
+  };
+  std::vector<RuleSource> rules;
 };
+
+inline constexpr int kDefaultApiPort = 8009;
 
 struct LoadOptions {
   std::optional<std::string> config_file;     // --config
   std::optional<std::string> patroni_config;  // --patroni-config
+  std::optional<Mode> mode;                   // --mode, over the file's `mode:`
 };
 
 // Default locations, used when they exist and nothing else was given.
 inline constexpr const char* kDefaultConfigFile = "/etc/fener/fener.yaml";
 inline constexpr const char* kDefaultPatroniConfig = "/etc/patroni.yml";
+inline constexpr const char* kDefaultTokenFile = "/etc/fener/token";
+inline constexpr const char* kDefaultStateDir = "/var/lib/fener";
 inline const std::vector<std::string> kDefaultEtcdEnvFiles = {"/etc/etcd/etcd.conf",
                                                               "/etc/default/etcd"};
 
