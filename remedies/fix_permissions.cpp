@@ -522,6 +522,8 @@ class FixPermissionsRemedy final : public Remedy {
       return fix_tree(opts);
     };
     FixReport report = co_await offload(ctx.worker, std::move(job));
+    if (report.ok() && report.entries_changed == 0)
+      co_return RemedyOutcome::nothing_to_do(report.summary(), report.to_json());
     if (report.ok()) co_return RemedyOutcome::success(report.summary(), report.to_json());
     co_return RemedyOutcome::failure(report.summary(), report.to_json());
   }

@@ -61,14 +61,20 @@ struct RemedyContext {
 
 struct RemedyOutcome {
   bool ok = false;
-  std::string message;              // one line, for humans
-  json details = json::object();    // what changed, what was asked, what was answered
+  std::string message;            // one line, for humans
+  json details = json::object();  // what changed, what was asked, what was answered
+  // false when the remedy found nothing to do (e.g. modes already right): the engine then
+  // moves to the next step at once instead of settling on a no-op.
+  bool changed = true;
 
   static RemedyOutcome success(std::string message, json details = json::object()) {
-    return {true, std::move(message), std::move(details)};
+    return {true, std::move(message), std::move(details), true};
+  }
+  static RemedyOutcome nothing_to_do(std::string message, json details = json::object()) {
+    return {true, std::move(message), std::move(details), false};
   }
   static RemedyOutcome failure(std::string message, json details = json::object()) {
-    return {false, std::move(message), std::move(details)};
+    return {false, std::move(message), std::move(details), true};
   }
 };
 

@@ -155,7 +155,7 @@ std::string unit_name(const std::string& service) {
   return service + ".service";
 }
 
-ServiceRestartParams parse_service_restart_params(YamlMap& params, const Config&) {
+ServiceRestartParams parse_service_restart_params(YamlMap& params, const Config& config) {
   ServiceRestartParams out;
   const auto service = params.str("service");
   if (!service) params.fail("service", "required: the service to restart, e.g. patroni");
@@ -183,6 +183,9 @@ ServiceRestartParams parse_service_restart_params(YamlMap& params, const Config&
     }
     if (out.command.empty() || out.command.front().empty())
       params.fail("command", expected + ", got nothing to run");
+  } else if (auto it = config.service_commands.find(*service);
+             it != config.service_commands.end()) {
+    out.command = it->second;  // `services:` in fener.yaml: how this node restarts it
   }
 
   out.timeout = params.duration("timeout").value_or(out.timeout);
@@ -212,7 +215,7 @@ RemedyOutcome restart_unit_via_systemd(const std::string& unit, Duration timeout
   struct stat st {};
   if (stat(kSystemdDir, &st) != 0 || !S_ISDIR(st.st_mode)) {
     return fail("systemd is not running here (no " + std::string(kSystemdDir) +
-                "); configure command: for service " + unit);
+                "); configure command: for service " + unit + " (or services: in fener.yaml)");
   }
 
   sd_bus* raw_bus = nullptr;

@@ -21,9 +21,15 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "checks/registry.hpp"
+#include "remedies/registry.hpp"
 #include "src/config.hpp"
 #include "src/http_client.hpp"
+#include "src/api_server.hpp"
+#include "src/audit.hpp"
+#include "src/peer_files.hpp"
 #include "src/output.hpp"
+#include "src/remedy_engine.hpp"
+#include "src/rules.hpp"
 #include "src/scheduler.hpp"
 #include "src/worker.hpp"
 
@@ -38,7 +44,8 @@ const char* const kMainHelp =
 
 Usage:
   fener check [options]     run every check once and print the results
-  fener run [options]       run the checks continuously (the daemon)
+  fener run [options]       run the checks continuously and apply the remedies (the daemon)
+  fener rules [reset NAME]  show the running daemon's rules, or reset one that gave up
   fener help [COMMAND]      show help for a command
   fener --version           print the version
 
@@ -80,9 +87,23 @@ Runs the checks on their intervals and logs every change of a check's status.
 A check's status changes only after `fall` failing (or `rise` passing) results in
 a row; while not passing it is polled at its unhealthy_interval.
 
+Every result also goes to the rules (built in: conf/rules.yaml; see `rules:` in
+fener.yaml). When a rule fires, fener learns the cluster's state afresh, applies
+the guards, takes the cluster lock in etcd for anything disruptive, runs the
+remedy, and writes the decision to the audit log (audit.file). "Could not check"
+(unknown) never triggers a remedy.
+
+Modes:
+  observe   check and announce; change nothing (each would-be action is logged
+            as WOULD RUN with exactly what it would do)
+  safe      the default: safe and disruptive remedies (fix permissions, copy a
+            file from the leader, restart PostgreSQL, Patroni or etcd)
+  full      also destructive ones (reinit a replica; never the leader)
+
 Options:
   -c, --config FILE          fener configuration file
   -p, --patroni-config FILE  Patroni configuration to discover the node from
+      --mode MODE            observe, safe or full (overrides mode: in the file)
       --log-level LEVEL      trace, debug, info, warn or error (overrides log.level)
   -h, --help                 show this help
 
@@ -98,6 +119,7 @@ struct Args {
   bool help = false;
   std::vector<std::string> only;
   std::optional<std::string> log_level;
+  std::vector<std::string> rest;  // words after a command that takes some (rules)
 };
 
 struct UsageError : std::runtime_error {
@@ -145,17 +167,50 @@ Args parse_args(int argc, char** argv) {
       for (auto& n : split_commas(take(w))) a.only.push_back(n);
     } else if (w == "--log-level") {
       a.log_level = take(w);
+    } else if (w == "--mode") {
+      const std::string m = take(w);
+      a.load.mode = mode_from_string(m);
+      if (!a.load.mode) throw UsageError("--mode: expected observe, safe or full, got \"" + m + "\"");
     } else if (!w.empty() && w[0] == '-') {
       throw UsageError("unknown option " + w);
     } else if (a.command.empty()) {
       a.command = w;
     } else if (a.command == "help") {
       a.command = "help " + w;
+    } else if (a.command == "rules") {
+      a.rest.push_back(w);
     } else {
       throw UsageError("unexpected argument " + w);
     }
   }
   return a;
+}
+
+const char* const kRulesHelp = R"(Usage: fener rules [--json] [options]
+       fener rules reset NAME [options]
+
+Shows the rules of the daemon running on this node (through its API, api.listen):
+each rule's phase (idle, settling, gave_up), its current ladder step, attempts
+used on it, and actions within the rate-limit window.
+
+`reset NAME` makes a rule that gave up act again, with its ladder and rate limit
+cleared (needs the API token, api.token_file). Do it after fixing by hand what fener
+could not fix; a rule also resumes by itself once its check recovers.
+
+Options:
+  -c, --config FILE          fener configuration file (for api.listen and the token)
+  -p, --patroni-config FILE  Patroni configuration to discover the node from
+      --json                 print the daemon's answer as JSON
+)";
+
+std::string remedy_types_help() {
+  std::string out = "\nRemedy types:\n";
+  for (const auto& t : remedy_types()) {
+    std::string name = t.name;
+    name.resize(std::max<std::size_t>(name.size(), 19), ' ');
+    out += "  " + name + t.summary + "\n";
+  }
+  return out;
 }
 
 std::string check_types_help() {
@@ -196,6 +251,7 @@ std::vector<BuiltCheck> select_checks(std::vector<BuiltCheck> all,
 int cmd_check(const Args& args) {
   Config cfg = load_config(args.load);
   auto checks = select_checks(build_checks(cfg), args.only);
+  build_rules(cfg);  // validates the rules too: a config error shows before the daemon runs
   asio::io_context io;
   HttpClient http(io);
   Worker worker;
@@ -223,14 +279,31 @@ int cmd_check(const Args& args) {
 
 class Daemon {
  public:
-  Daemon(const Args& args, Config cfg) : args_(args), cfg_(std::move(cfg)), http_(io_) {}
+  Daemon(const Args& args, Config cfg)
+      : args_(args), cfg_(std::make_shared<const Config>(std::move(cfg))), http_(io_) {}
 
   int run() {
-    start_scheduler(build_checks(cfg_));
+    audit_ = std::make_unique<AuditLog>(worker_, cfg_->audit_file);
+    if (auto err = audit_->open(); !err.empty()) {
+      spdlog::error("{} (set audit.file, or audit.file: \"\" to keep decisions in this log only)",
+                    err);
+      return kExitConfig;
+    }
+    start(build_checks(*cfg_), build_rules(*cfg_), nullptr);
+    if (!cfg_->api.listen.empty()) {
+      try {
+        start_api();
+      } catch (const std::exception& e) {
+        spdlog::error("cannot listen on {} (api.listen): {}", cfg_->api.listen, e.what());
+        return 1;
+      }
+    }
     asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
     wait_signal(signals);
-    spdlog::info("fener {} running on node {} with {} checks: {}", FENER_VERSION, cfg_.node_name,
-                 sched_->states().size(), describe(*sched_));
+    spdlog::info("fener {} running on node {} in mode {} with {} checks ({}) and {} rules ({})",
+                 FENER_VERSION, cfg_->node_name, to_string(cfg_->mode), sched_->states().size(),
+                 describe(*sched_), engine_->rules().size(), describe(*engine_));
+    if (!cfg_->audit_file.empty()) spdlog::info("audit log: {}", cfg_->audit_file);
     io_.run();
     spdlog::info("fener stopped");
     return 0;
@@ -242,18 +315,60 @@ class Daemon {
     for (const auto& st : s.states()) out += (out.empty() ? "" : ", ") + st.name;
     return out;
   }
+  static std::string describe(const RemedyEngine& e) {
+    std::string out;
+    for (const auto& r : e.rules()) out += (out.empty() ? "" : ", ") + r.name;
+    return out.empty() ? "none" : out;
+  }
 
-  void start_scheduler(std::vector<BuiltCheck> checks) {
+  void start(std::vector<BuiltCheck> checks, std::vector<Rule> rules, const RemedyEngine* old) {
+    engine_ = std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_,
+                                             std::move(rules));
+    if (old) engine_->adopt_state(*old);
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
-    sched_->on_change([](const CheckState& st, std::optional<Status> old) {
+    sched_->on_change([](const CheckState& st, std::optional<Status> old_status) {
       const auto level = st.published == Status::passing   ? spdlog::level::info
                          : st.published == Status::warning ? spdlog::level::warn
                                                            : spdlog::level::err;
       spdlog::log(level, "check {}: {} -> {}: {}", st.name,
-                  old ? std::string(to_string(*old)) : std::string("(start)"),
+                  old_status ? std::string(to_string(*old_status)) : std::string("(start)"),
                   to_string(*st.published), st.last.message);
     });
+    RemedyEngine* engine = engine_.get();
+    sched_->on_result([engine](const CheckState& st) { engine->on_result(st); });
     sched_->start();
+  }
+
+  void start_api() {
+    ApiServerOptions o;
+    o.listen = cfg_->api.listen;
+    o.node_name = cfg_->node_name;
+    o.token = cfg_->api.token;
+    api_ = std::make_unique<ApiServer>(io_, o);
+    add_peer_file_routes(*api_, *cfg_, worker_);
+    api_->add_route("GET", "/v1/rules", false, false,
+                    [this](const ApiRequest&) -> asio::awaitable<ApiResponse> {
+                      json body = {{"node", cfg_->node_name},
+                                   {"mode", to_string(cfg_->mode)},
+                                   {"rules", engine_->rules_json()}};
+                      co_return ApiResponse::json_body(200, body);
+                    });
+    api_->add_route("POST", "/v1/rules/", true, true,
+                    [this](const ApiRequest& req) -> asio::awaitable<ApiResponse> {
+                      // /v1/rules/NAME/reset
+                      std::string rest = req.path.substr(std::string("/v1/rules/").size());
+                      const auto slash = rest.find('/');
+                      if (slash == std::string::npos || rest.substr(slash) != "/reset")
+                        co_return ApiResponse::error(404, "expected POST /v1/rules/NAME/reset");
+                      const std::string name = rest.substr(0, slash);
+                      if (!engine_->reset(name))
+                        co_return ApiResponse::error(404, "no rule named \"" + name + "\"");
+                      co_return ApiResponse::json_body(200, {{"rule", name}, {"reset", true}});
+                    });
+    api_->start();
+    spdlog::info("API listening on {}{}", cfg_->api.listen,
+                 cfg_->api.token.empty() ? " (no token configured: peer endpoints refuse)"
+                                         : "");
   }
 
   void wait_signal(asio::signal_set& signals) {
@@ -280,17 +395,25 @@ class Daemon {
           try {
             // Named, not a temporary inside co_await: GCC 12 destroys those twice.
             auto job = [load = args_.load] {
-              Config c = load_config(load);
-              auto checks = build_checks(c);
-              return std::make_shared<std::pair<Config, std::vector<BuiltCheck>>>(
-                  std::move(c), std::move(checks));
+              auto loaded = std::make_shared<Loaded>();
+              loaded->config = std::make_shared<const Config>(load_config(load));
+              loaded->checks = build_checks(*loaded->config);
+              loaded->rules = build_rules(*loaded->config);
+              return loaded;
             };
             auto loaded = co_await offload(worker_, std::move(job));
+            if (loaded->config->audit_file != cfg_->audit_file)
+              spdlog::warn("audit.file changes take effect at the next start; still writing {}",
+                           cfg_->audit_file);
+            std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
-            cfg_ = std::move(loaded->first);
-            start_scheduler(std::move(loaded->second));
-            spdlog::info("configuration reloaded: {} checks: {}", sched_->states().size(),
-                         describe(*sched_));
+            cfg_ = loaded->config;
+            start(std::move(loaded->checks), std::move(loaded->rules), old.get());
+            old->stop();
+            retired_engines_.push_back(std::move(old));
+            spdlog::info("configuration reloaded: mode {}, {} checks ({}), {} rules ({})",
+                         to_string(cfg_->mode), sched_->states().size(), describe(*sched_),
+                         engine_->rules().size(), describe(*engine_));
           } catch (const ConfigError& e) {
             spdlog::error("reload failed, keeping the running configuration: {}", e.what());
           } catch (const std::exception& e) {
@@ -300,23 +423,35 @@ class Daemon {
         asio::detached);
   }
 
-  // A stopped scheduler lives until its loops have unwound.
+  struct Loaded {
+    std::shared_ptr<const Config> config;
+    std::vector<BuiltCheck> checks;
+    std::vector<Rule> rules;
+  };
+
+  // A stopped scheduler (or engine) lives until its loops (or its action) have unwound.
   void retire(std::unique_ptr<Scheduler> s) {
     s->stop();
     retired_.push_back(std::move(s));
     std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
+    // Retired schedulers may still deliver a last result to their engine.
+    if (retired_.empty())
+      std::erase_if(retired_engines_, [](const auto& r) { return r->active() == 0; });
   }
 
   void shutdown() {
     retire(std::move(sched_));
+    engine_->stop();
+    if (api_) api_->stop();
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
           asio::steady_timer t(io_);
-          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
           while (std::chrono::steady_clock::now() < deadline) {
             std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
-            if (retired_.empty()) break;
+            // A remedy in progress is given time to finish rather than cut off midway.
+            if (retired_.empty() && !engine_->busy()) break;
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(asio::use_awaitable);
           }
@@ -326,13 +461,76 @@ class Daemon {
   }
 
   const Args& args_;
-  Config cfg_;
+  std::shared_ptr<const Config> cfg_;
   asio::io_context io_;
   HttpClient http_;
   Worker worker_;
+  // Remedies block for long (a systemd job, a big chown): never in front of the checks.
+  Worker remedy_worker_;
+  std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<RemedyEngine> engine_;
+  std::unique_ptr<ApiServer> api_;
   std::unique_ptr<Scheduler> sched_;
   std::vector<std::unique_ptr<Scheduler>> retired_;
+  std::vector<std::unique_ptr<RemedyEngine>> retired_engines_;
 };
+
+// `fener rules` and `fener rules reset NAME`: talk to the running daemon's API.
+int cmd_rules(const Args& args) {
+  Config cfg = load_config(args.load);
+  if (cfg.api.listen.empty())
+    throw UsageError("the API is off (api.listen): cannot reach the running daemon");
+  HttpRequest req;
+  req.url = "http://" + cfg.api.listen + "/v1/rules";
+  req.timeout = std::chrono::seconds(5);
+  const bool reset = !args.rest.empty() && args.rest[0] == "reset";
+  if (!args.rest.empty() && (!reset || args.rest.size() != 2))
+    throw UsageError("usage: fener rules [reset NAME]");
+  if (reset) {
+    if (cfg.api.token.empty())
+      throw UsageError("reset needs the API token (api.token_file, default /etc/fener/token)");
+    req.method = "POST";
+    req.url += "/" + args.rest[1] + "/reset";
+    req.headers = {"Authorization: Bearer " + cfg.api.token};
+  }
+  asio::io_context io;
+  HttpClient http(io);
+  HttpResult r;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
+      asio::detached);
+  io.run();
+  if (!r.ok()) {
+    std::cerr << "fener: cannot reach the daemon at " << cfg.api.listen << ": " << r.describe()
+              << "\n";
+    return 1;
+  }
+  auto body = parse_json(r.body);
+  if (r.status != 200 || !body) {
+    std::cerr << "fener: HTTP " << r.status << ": " << snippet(r.body, 200) << "\n";
+    return 1;
+  }
+  if (reset) {
+    std::cout << "rule " << args.rest[1] << " reset\n";
+    return 0;
+  }
+  if (args.json) {
+    std::cout << body->dump(2) << "\n";
+    return 0;
+  }
+  std::cout << "node " << body->value("node", "?") << ", mode " << body->value("mode", "?")
+            << "\n";
+  std::printf("%-22s %-18s %-9s %-18s %8s %8s\n", "RULE", "CHECK", "PHASE", "STEP", "ATTEMPTS",
+              "ACTIONS");
+  for (const auto& rule : (*body)["rules"]) {
+    const std::string step = rule["step"].is_string() ? rule["step"].get<std::string>() : "-";
+    std::printf("%-22s %-18s %-9s %-18s %8d %5d/%-2d\n", rule.value("rule", "").c_str(),
+                rule.value("check", "").c_str(), rule.value("phase", "").c_str(), step.c_str(),
+                rule.value("attempts_on_step", 0), rule.value("actions_in_window", 0),
+                rule.value("max_actions", 0));
+  }
+  return 0;
+}
 
 int cmd_run(const Args& args) {
   Config cfg = load_config(args.load);
@@ -370,7 +568,11 @@ int cli_main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "help run" || (cmd == "run" && args.help)) {
-    std::cout << kRunHelp;
+    std::cout << kRunHelp << remedy_types_help();
+    return 0;
+  }
+  if (cmd == "help rules" || (cmd == "rules" && args.help)) {
+    std::cout << kRulesHelp;
     return 0;
   }
   if (cmd.rfind("help ", 0) == 0) {
@@ -380,6 +582,7 @@ int cli_main(int argc, char** argv) {
   try {
     if (cmd == "check") return cmd_check(args);
     if (cmd == "run") return cmd_run(args);
+    if (cmd == "rules") return cmd_rules(args);
   } catch (const ConfigError& e) {
     std::cerr << "fener: configuration error: " << e.what() << "\n";
     return kExitConfig;

@@ -360,6 +360,17 @@ Config load_config(const LoadOptions& opts) {
     lock = root->map("lock");
     rules = root->map("rules");
     root->raw("peer_files");  // read below, once the data dir is known
+    if (auto services = root->map("services")) {
+      for (const auto& name : services->keys()) {
+        auto entry = services->map(name);
+        if (!entry) services->fail(name, "expected a mapping with command: [argv...]");
+        auto argv = entry->str_list("command", false);
+        if (!argv || argv->empty() || argv->front().empty() || argv->front()[0] != '/')
+          entry->fail("command", "expected a command as a list, starting with an absolute path");
+        entry->finish();
+        cfg.service_commands[name] = *argv;
+      }
+    }
     node = root->map("node");
     cluster = root->map("cluster");
     patroni = root->map("patroni");

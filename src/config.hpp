@@ -2,6 +2,7 @@
 // patroni.yml and the etcd environment files, over built-in defaults.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -105,6 +106,9 @@ struct Config {
   std::string audit_file;  // JSON lines; "" = only the normal log
   std::string state_dir;   // where rule state survives restarts; "" = memory only
   Duration lock_ttl{std::chrono::seconds(60)};
+  // How to restart a service where systemd does not run (service_restart's default
+  // `command` for that service): name -> argv.
+  std::map<std::string, std::vector<std::string>> service_commands;
   // Rules: the built-in set (conf/rules.yaml) merged with the file's `rules:` entries.
   // Each entry keeps the file it came from, for messages; validated by build_rules().
   struct RuleSource {

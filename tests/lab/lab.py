@@ -290,6 +290,17 @@ class Lab:
 
     # ---------------------------------------------------------------- paths
 
+    def address(self, node):
+        return self.addr[node]
+
+    @staticmethod
+    def postgres_uid():
+        return pwd.getpwnam("postgres").pw_uid
+
+    @staticmethod
+    def postgres_gid():
+        return pwd.getpwnam("postgres").pw_gid
+
     def node_dir(self, node):
         return os.path.join(self.dir, node)
 
@@ -377,6 +388,59 @@ class Lab:
             raise
         return self
 
+    # ---------------------------------------------------------------- control socket
+
+    def control_socket(self):
+        return os.path.join(self.dir, "ctl.sock")
+
+    def serve_control(self):
+        """Serves `lab.py ctl --dir D restart {etcd|patroni} NODE` on a unix socket in the lab
+        dir: fener's service_restart runs that command where a real node runs systemctl.
+        The lab itself restarts the process, so it keeps owning (and later ending) every pid."""
+        if getattr(self, "_ctl", None):
+            return self.control_socket()
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(self.control_socket())
+        srv.listen(8)
+        self._ctl = srv
+        self._ctl_lock = threading.Lock()
+        self.restarts = []  # (kind, node, monotonic time) of every restart served
+
+        def handle(conn):
+            with conn:
+                conn.settimeout(120)
+                try:
+                    words = conn.makefile().readline().split()
+                    if len(words) != 3 or words[0] != "restart" or words[1] not in ("etcd", "patroni"):
+                        raise LabError(f"expected: restart etcd|patroni NODE, got {words}")
+                    self.restart_service(words[1], words[2])
+                    conn.sendall(b"ok\n")
+                except Exception as e:  # report every failure to the caller
+                    conn.sendall(f"error: {e}\n".encode())
+
+        def serve():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return  # closed by stop()
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=serve, daemon=True).start()
+        return self.control_socket()
+
+    def restart_service(self, kind, node):
+        with self._ctl_lock:
+            self.restarts.append((kind, node, time.monotonic()))
+            if kind == "etcd":
+                if self.etcd_pid(node):
+                    self.stop_etcd(node)
+                self.start_etcd(node, wait=False)
+            else:
+                if self.patroni_pid(node):
+                    self.stop_patroni(node)
+                self.start_patroni(node, wait=False)
+
     def stop(self, failed=False):
         """End every process the lab started (by pid), then remove the lab dir unless kept.
         Safe to call more than once, from atexit and from signal handlers."""
@@ -384,6 +448,8 @@ class Lab:
         if self._stopping or self._stopped:
             return
         self._stopping = True
+        if getattr(self, "_ctl", None):
+            self._ctl.close()
         t0 = time.monotonic()
         leftovers = []
         try:
@@ -1128,7 +1194,21 @@ def main(argv=None):
     up.add_argument("--dir", help="lab dir (default: a new /tmp/fener-lab-*)")
     up.add_argument("--net", help="first three octets in 127.0.0.0/8 (default 127.0.1 or $FENER_LAB_NET)")
     sub.add_parser("cleanup", help="end processes of crashed earlier labs")
+    ctl = sub.add_parser("ctl", help="ask a running lab to restart one of its processes")
+    ctl.add_argument("--dir", required=True, help="the lab dir")
+    ctl.add_argument("action", choices=["restart"])
+    ctl.add_argument("kind", choices=["etcd", "patroni"])
+    ctl.add_argument("node")
     args = ap.parse_args(argv)
+
+    if args.cmd == "ctl":
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(150)
+            c.connect(os.path.join(args.dir, "ctl.sock"))
+            c.sendall(f"{args.action} {args.kind} {args.node}\n".encode())
+            answer = c.makefile().readline().strip()
+        print(answer)
+        return 0 if answer == "ok" else 1
 
     if args.cmd == "cleanup":
         cleanup_stale_labs()
@@ -1136,6 +1216,7 @@ def main(argv=None):
     lab = Lab(net=args.net, lab_dir=args.dir)
     try:
         lab.start()
+        lab.serve_control()
         _print_summary(lab)
         while True:
             signal.pause()  # the Lab's handler tears down and then re-raises the signal

@@ -1,0 +1,300 @@
+#include "src/remedy_engine.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <spdlog/spdlog.h>
+
+#include "src/cluster_facts.hpp"
+#include "src/etcd_lock.hpp"
+#include "src/guards.hpp"
+#include "src/http_client.hpp"
+
+// GCC 12 at -O2 pairs Asio's coroutine-frame operator new/delete wrongly after inlining
+// act() and warns; the frames are allocated and freed by the same class.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
+namespace fener {
+
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+long long ms_since(TimePoint t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+json facts_summary(const ClusterFacts& f) {
+  auto opt = [](const auto& v) { return v ? json(*v) : json(nullptr); };
+  return {{"self_role", opt(f.self_role)},       {"self_state", opt(f.self_state)},
+          {"leader", opt(f.leader_name)},        {"leader_state", opt(f.leader_state)},
+          {"leader_host", opt(f.leader_host)},   {"paused", opt(f.paused)},
+          {"etcd_quorum", opt(f.etcd_quorum)},   {"cluster_sysid", opt(f.cluster_sysid)},
+          {"leader_sysid", opt(f.leader_sysid)}, {"self_sysid", opt(f.self_sysid)}};
+}
+
+bool allowed_in(Mode mode, Risk risk) {
+  if (mode == Mode::full) return true;
+  return risk != Risk::destructive;  // observe "allows" all: it only reports
+}
+
+// An escaping exception is a failed outcome, not the end of the daemon.
+asio::awaitable<RemedyOutcome> run_guarded(Remedy& remedy, RemedyContext& ctx) {
+  std::string error;
+  try {
+    co_return co_await remedy.run(ctx);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  co_return RemedyOutcome::failure("remedy failed: " + error);
+}
+
+// Runs the remedy with its deadline.
+asio::awaitable<RemedyOutcome> run_bounded(Remedy& remedy, RemedyContext& ctx) {
+  asio::steady_timer deadline(co_await asio::this_coro::executor, ctx.timeout);
+  auto outcome = co_await (run_guarded(remedy, ctx) || deadline.async_wait(asio::use_awaitable));
+  if (outcome.index() == 0) co_return std::move(std::get<0>(outcome));
+  co_return RemedyOutcome::failure("no outcome within the " + format_duration(ctx.timeout) +
+                                   " timeout; cancelled");
+}
+
+}  // namespace
+
+RemedyEngine::RemedyEngine(asio::io_context& io, HttpClient& http, Worker& worker,
+                           AuditLog& audit, std::shared_ptr<const Config> config,
+                           std::vector<Rule> rules)
+    : io_(io),
+      http_(http),
+      worker_(worker),
+      audit_(audit),
+      config_(std::move(config)),
+      rules_(std::move(rules)),
+      states_(rules_.size()),
+      skipped_notes_(rules_.size()) {}
+
+void RemedyEngine::adopt_state(const RemedyEngine& old) {
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    for (std::size_t j = 0; j < old.rules_.size(); ++j)
+      if (old.rules_[j].name == rules_[i].name) states_[i] = old.states_[j];
+  }
+  latest_ = old.latest_;
+}
+
+bool RemedyEngine::reset(const std::string& rule) {
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    if (rules_[i].name != rule) continue;
+    states_[i].reset();
+    skipped_notes_[i].clear();
+    spdlog::warn("rule {}: reset by the operator", rule);
+    audit_.write({{"event", "reset"}, {"node", config_->node_name}, {"rule", rule}});
+    return true;
+  }
+  return false;
+}
+
+json RemedyEngine::rules_json() const {
+  json out = json::array();
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    json j = states_[i].to_json(rules_[i], now);
+    j["rule"] = rules_[i].name;
+    j["check"] = rules_[i].when.check;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+void RemedyEngine::on_result(const CheckState& st) {
+  latest_[st.name] = st.last;
+  if (stopped_) return;
+  const auto now = Clock::now();
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    if (rules_[i].when.check != st.name) continue;
+    states_[i].observe(rules_[i], st.last, now);
+    evaluate(i);
+  }
+}
+
+bool RemedyEngine::condition_holds(const StepCondition& c) const {
+  auto it = latest_.find(c.check);
+  if (it == latest_.end()) return false;
+  return std::find(c.statuses.begin(), c.statuses.end(), it->second.status) != c.statuses.end();
+}
+
+void RemedyEngine::evaluate(std::size_t index) {
+  const Rule& rule = rules_[index];
+  RuleState& state = states_[index];
+  const auto& finding = latest_[rule.when.check];
+  for (;;) {
+    const auto now = Clock::now();
+    Verdict v = state.decide(rule, now);
+    const json base = {{"node", config_->node_name},
+                       {"rule", rule.name},
+                       {"check", rule.when.check},
+                       {"finding", {{"status", to_string(finding.status)}, {"message", finding.message}}},
+                       {"mode", to_string(config_->mode)}};
+    if (v.kind == Verdict::none) return;
+    if (v.kind == Verdict::recovered) {
+      spdlog::info("rule {}: recovered ({})", rule.name, v.reason);
+      json rec = base;
+      rec["event"] = "recovered";
+      audit_.write(std::move(rec));
+      skipped_notes_[index].clear();
+      return;
+    }
+    if (v.kind == Verdict::give_up) {
+      std::string why = v.reason;
+      if (!skipped_notes_[index].empty()) why += " (" + skipped_notes_[index] + ")";
+      spdlog::error("rule {}: GAVE UP: {}; the fault stays: {}. Fix it by hand, then `fener rules "
+                    "reset {}` (or fener resumes by itself once the check recovers)",
+                    rule.name, why, finding.message, rule.name);
+      json rec = base;
+      rec["event"] = "gave_up";
+      rec["reason"] = why;
+      audit_.write(std::move(rec));
+      state.gave_up();
+      return;
+    }
+    const LadderStep& step = rule.ladder[v.step];
+    const Risk risk = step.impl->risk();
+    if (step.only_if && !condition_holds(*step.only_if)) {
+      spdlog::debug("rule {}: step {} ({}) does not apply: {} is not {}", rule.name, v.step + 1,
+                    step.remedy, step.only_if->check, "as required");
+      state.skip_step();
+      continue;
+    }
+    if (!allowed_in(config_->mode, risk)) {
+      const std::string note = step.remedy + " is " + std::string(to_string(risk)) +
+                               " and needs mode full (mode is " +
+                               std::string(to_string(config_->mode)) + ")";
+      spdlog::warn("rule {}: skipping {}", rule.name, note);
+      json rec = base;
+      rec["event"] = "skipped";
+      rec["remedy"] = step.remedy;
+      rec["risk"] = to_string(risk);
+      rec["reason"] = note;
+      audit_.write(std::move(rec));
+      skipped_notes_[index] = note;
+      state.skip_step();
+      continue;
+    }
+    if (busy_) return;  // one action at a time on a node; the next result asks again
+    busy_ = true;
+    json f = base;
+    f["step"] = v.step + 1;
+    asio::co_spawn(io_, act(index, v.step, std::move(f)), asio::detached);
+    return;
+  }
+}
+
+asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_index, json record) {
+  auto keep = config_;  // the action finishes under the config it started with
+  const Rule& rule = rules_[index];
+  const LadderStep& step = rule.ladder[step_index];
+  const Risk risk = step.impl->risk();
+  const auto started = Clock::now();
+  record["event"] = "action";
+  record["remedy"] = step.remedy;
+  record["risk"] = to_string(risk);
+  record["attempt"] = states_[index].attempts_on_step() + 1;
+  record["attempts"] = step.attempts;
+
+  ClusterFacts facts = co_await gather_facts(http_, *keep, Duration(std::chrono::seconds(6)));
+  record["facts"] = facts_summary(facts);
+  const auto verdicts = evaluate_guards(facts, risk, !keep->patroni_url.empty(), rule.guards);
+  record["guards"] = to_json(verdicts);
+  RemedyContext ctx{http_, worker_, *keep, facts, step.timeout};
+  const std::string plan = step.impl->plan(ctx);
+  record["plan"] = plan;
+
+  auto done = [&](const std::string& outcome, bool counts) {
+    record["outcome"] = outcome;
+    record["duration_ms"] = ms_since(started);
+    audit_.write(record);
+    if (counts)
+      states_[index].acted(rule, Clock::now());
+    else
+      states_[index].hold(rule, Clock::now());
+    busy_ = false;
+  };
+
+  if (!all_pass(verdicts)) {
+    const std::string why = first_failure(verdicts);
+    spdlog::warn("rule {}: NOT running {}: guard {}", rule.name, step.remedy, why);
+    record["reason"] = why;
+    done("refused", false);
+    co_return;
+  }
+  if (keep->mode == Mode::observe) {
+    spdlog::warn("rule {}: WOULD RUN {} ({} remedy, attempt {}/{}): {} [mode observe: nothing "
+                 "changed]",
+                 rule.name, step.remedy, to_string(risk), record["attempt"].get<int>(),
+                 step.attempts, plan);
+    done("would_run", true);
+    co_return;
+  }
+
+  std::unique_ptr<EtcdLock> lock;
+  if (risk != Risk::safe) {
+    lock = std::make_unique<EtcdLock>(http_, keep->etcd_endpoints,
+                                      "/fener/" + (keep->scope.empty() ? "cluster" : keep->scope) +
+                                          "/lock",
+                                      keep->lock_ttl);
+    json holder = {{"node", keep->node_name}, {"rule", rule.name}, {"remedy", step.remedy},
+                   {"since", utc_timestamp()}};
+    auto attempt = co_await lock->acquire(holder.dump());
+    record["lock"] = {{"key", lock->key()}, {"acquired", attempt.acquired}};
+    if (!attempt.acquired) {
+      const std::string why = attempt.error.empty() ? "lock held by " + attempt.holder : attempt.error;
+      spdlog::warn("rule {}: NOT running {} now: {}", rule.name, step.remedy, why);
+      record["reason"] = why;
+      done(attempt.error.empty() ? "lock_held" : "lock_error", false);
+      co_return;
+    }
+  }
+
+  spdlog::warn("rule {}: RUNNING {} ({} remedy, attempt {}/{}): {}", rule.name, step.remedy,
+               to_string(risk), record["attempt"].get<int>(), step.attempts, plan);
+  RemedyOutcome outcome;
+  if (lock) {
+    auto both = co_await (run_bounded(*step.impl, ctx) || lock->keep_alive());
+    if (both.index() == 0) outcome = std::move(std::get<0>(both));
+    co_await lock->release();
+  } else {
+    outcome = co_await run_bounded(*step.impl, ctx);
+  }
+  record["message"] = outcome.message;
+  record["details"] = outcome.details;
+  if (outcome.ok && !outcome.changed) {
+    spdlog::info("rule {}: {}: nothing to do: {}", rule.name, step.remedy, outcome.message);
+    record["outcome"] = "nothing_to_do";
+    record["duration_ms"] = ms_since(started);
+    audit_.write(record);
+    states_[index].skip_step();
+    busy_ = false;
+    if (!stopped_) evaluate(index);
+    co_return;
+  }
+  if (outcome.ok)
+    spdlog::warn("rule {}: {} succeeded in {} ms: {}", rule.name, step.remedy, ms_since(started),
+                 outcome.message);
+  else
+    spdlog::error("rule {}: {} FAILED after {} ms: {}", rule.name, step.remedy, ms_since(started),
+                  outcome.message);
+  if (outcome.ok && step.chain && step_index + 1 < rule.ladder.size()) {
+    record["outcome"] = "success";
+    record["chained_to"] = rule.ladder[step_index + 1].remedy;
+    record["duration_ms"] = ms_since(started);
+    audit_.write(record);
+    states_[index].chained(Clock::now());
+    busy_ = false;
+    if (!stopped_) evaluate(index);
+    co_return;
+  }
+  done(outcome.ok ? "success" : "failure", true);
+}
+
+}  // namespace fener

@@ -1,0 +1,65 @@
+// The remedy engine: feeds every check result to the rules, and when a rule decides to
+// act, learns the cluster's state afresh, applies the guards and the mode, takes the
+// cluster lock for anything disruptive, runs the remedy with a deadline, and writes the
+// decision to the audit log. One action at a time per node.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
+#include "src/audit.hpp"
+#include "src/config.hpp"
+#include "src/rules.hpp"
+#include "src/scheduler.hpp"
+
+namespace fener {
+
+class HttpClient;
+class Worker;
+
+class RemedyEngine {
+ public:
+  RemedyEngine(asio::io_context& io, HttpClient& http, Worker& worker, AuditLog& audit,
+               std::shared_ptr<const Config> config, std::vector<Rule> rules);
+
+  // Every result of every check (Scheduler::on_result).
+  void on_result(const CheckState& st);
+  // Carries attempts, rate limits and giving up over from the engine this one replaces
+  // (a reload), for rules of the same name.
+  void adopt_state(const RemedyEngine& old);
+  // No new decisions; an action in progress finishes (under the config it started with).
+  void stop() { stopped_ = true; }
+  // An operator's reset of a rule; false when no rule has that name.
+  bool reset(const std::string& rule);
+
+  bool busy() const { return busy_; }
+  std::size_t active() const { return busy_ ? 1 : 0; }
+  nlohmann::json rules_json() const;
+  const std::vector<Rule>& rules() const { return rules_; }
+
+ private:
+  void evaluate(std::size_t index);
+  asio::awaitable<void> act(std::size_t index, std::size_t step, nlohmann::json finding);
+  bool condition_holds(const StepCondition& c) const;
+  void finish_action(std::size_t index);
+
+  asio::io_context& io_;
+  HttpClient& http_;
+  Worker& worker_;
+  AuditLog& audit_;
+  std::shared_ptr<const Config> config_;
+  std::vector<Rule> rules_;
+  std::vector<RuleState> states_;
+  std::map<std::string, CheckResult> latest_;
+  std::vector<std::string> skipped_notes_;  // per rule: why steps were skipped, for give_up
+  bool busy_ = false;
+  bool stopped_ = false;
+};
+
+}  // namespace fener
