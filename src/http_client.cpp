@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <cctype>
 #include <cstdint>
 #include <map>
 #include <utility>
@@ -57,6 +58,8 @@ struct Transfer {
   Handler handler;
   Clock::time_point started;
   bool body_too_large = false;
+  bool headers_too_large = false;
+  std::size_t header_bytes = 0;
   char error_buf[CURL_ERROR_SIZE] = {};
 
   ~Transfer() {
@@ -109,6 +112,36 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
       return 0;  // makes curl fail the transfer with CURLE_WRITE_ERROR
     }
     t->result.body.append(data, len);
+    return len;
+  }
+
+  // Response headers are capped too: a peer must not grow our memory through them.
+  static constexpr std::size_t kMaxHeaderBytes = 64 * 1024;
+
+  static size_t on_header(char* data, size_t size, size_t n, void* userp) {
+    auto* t = static_cast<Transfer*>(userp);
+    const size_t len = size * n;
+    t->header_bytes += len;
+    if (t->header_bytes > kMaxHeaderBytes) {
+      t->headers_too_large = true;
+      return 0;
+    }
+    std::string_view line(data, len);
+    while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+    // A status line starts a new header block (interim 1xx answers, redirects).
+    if (line.rfind("HTTP/", 0) == 0) {
+      t->result.headers.clear();
+      return len;
+    }
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos || colon == 0) return len;
+    std::string name(line.substr(0, colon));
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
+    while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+    t->result.headers.emplace_back(std::move(name), std::string(value));
     return len;
   }
 
@@ -205,6 +238,8 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(t->req.timeout.count()));
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &Impl::on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, &Impl::on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
     curl_easy_setopt(e, CURLOPT_USERAGENT, "fener/" FENER_VERSION);
     // Peers are on the cluster's own network; never go through an environment proxy.
     curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
@@ -270,10 +305,14 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
       return;
     }
     r.body.clear();
+    r.headers.clear();
     r.error_text = t.error_buf[0] ? t.error_buf : curl_easy_strerror(code);
     if (t.body_too_large) {
       r.error = HttpError::too_large;
       r.error_text = "response body larger than " + std::to_string(t.req.max_body) + " bytes";
+    } else if (t.headers_too_large) {
+      r.error = HttpError::too_large;
+      r.error_text = "response headers larger than " + std::to_string(kMaxHeaderBytes) + " bytes";
     } else if (code == CURLE_OPERATION_TIMEDOUT) {
       r.error = HttpError::timeout;
     } else if (code == CURLE_COULDNT_CONNECT) {
@@ -322,6 +361,17 @@ asio::awaitable<HttpResult> HttpClient::fetch(HttpRequest req) {
   };
   co_return co_await asio::async_initiate<const decltype(asio::use_awaitable)&, void(HttpResult)>(
       std::move(init), asio::use_awaitable, std::move(req));
+}
+
+std::optional<std::string> HttpResult::header(std::string_view name) const {
+  for (const auto& [n, v] : headers) {
+    if (n.size() != name.size()) continue;
+    bool same = true;
+    for (std::size_t i = 0; i < n.size() && same; ++i)
+      same = n[i] == static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+    if (same) return v;
+  }
+  return std::nullopt;
 }
 
 std::string_view to_string(HttpError e) {

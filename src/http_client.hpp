@@ -7,6 +7,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -43,11 +45,16 @@ struct HttpResult {
   std::string error_text;  // curl's words, for messages
   long status = 0;         // HTTP status when error == none
   std::string body;
+  // Response headers in arrival order, names lowercased, values trimmed (the final
+  // response's only, when curl saw interim ones).
+  std::vector<std::pair<std::string, std::string>> headers;
   std::chrono::milliseconds elapsed{0};
 
   bool ok() const { return error == HttpError::none; }
   // "connection refused", "timed out after 3000 ms", ... for one-line messages.
   std::string describe() const;
+  // The first header of that name (any case), nullopt when absent.
+  std::optional<std::string> header(std::string_view name) const;
 };
 
 std::string_view to_string(HttpError e);

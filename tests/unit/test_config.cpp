@@ -192,8 +192,9 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
         f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
-        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: checks, "
-            "cluster, defaults, etcd, log, node, patroni, postgresql");
+        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: api, audit, "
+            "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
+            "postgresql, rules");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");

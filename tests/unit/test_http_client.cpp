@@ -110,6 +110,11 @@ TEST_CASE("fetch returns status and body from a well-behaved peer") {
   CHECK(r.body == "{\"ok\":true}");
   CHECK(srv.last_request_line.rfind("GET /health HTTP/1.1", 0) == 0);
   CHECK(http.in_flight() == 0);
+  CHECK(r.header("Content-Type") == "application/json");
+  CHECK(r.header("content-length") == "11");
+  CHECK_FALSE(r.header("x-missing").has_value());
+  REQUIRE(!r.headers.empty());
+  CHECK(r.headers.front().first == "content-type");
 }
 
 TEST_CASE("a closed port is a definite refusal") {
