@@ -4,6 +4,7 @@
 #include "checks/datadir.hpp"
 #include "checks/etcd_health.hpp"
 #include "checks/etcd_members.hpp"
+#include "checks/leader_files.hpp"
 #include "checks/listening_sockets.hpp"
 #include "checks/patroni_cluster.hpp"
 #include "checks/patroni_node.hpp"
@@ -22,6 +23,8 @@ const std::vector<CheckType>& check_types() {
       {"listening_sockets", make_listening_sockets_check,
        "etcd, PostgreSQL and Patroni listen where they should (as ss -tlpn)"},
       {"datadir", make_datadir_check, "owner and modes of the PostgreSQL data directory"},
+      {"leader_files", make_leader_files_check,
+       "this node's allow-listed peer files (e.g. .*.swp) against the leader's"},
       {"config_lint", make_config_lint_check,
        "patroni.yml and etcd environment files against the setup guide's rules"},
   };

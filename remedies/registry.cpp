@@ -1,5 +1,6 @@
 #include "remedies/registry.hpp"
 
+#include "remedies/copy_from_leader.hpp"
 #include "remedies/fix_permissions.hpp"
 #include "remedies/patroni_reinit.hpp"
 #include "remedies/patroni_restart.hpp"
@@ -20,6 +21,8 @@ const std::vector<RemedyType>& remedy_types() {
   static const std::vector<RemedyType> types = {
       {"fix_permissions", make_fix_permissions_remedy,
        "chown/chmod the data directory tree to PostgreSQL's rules (safe)"},
+      {"copy_from_leader", make_copy_from_leader_remedy,
+       "copy allow-listed files missing here from the leader's fener (safe)"},
       {"service_restart", make_service_restart_remedy,
        "restart a service: systemd over D-Bus, or a configured command (disruptive)"},
       {"patroni_restart", make_patroni_restart_remedy,

@@ -196,6 +196,9 @@ std::vector<std::string> default_checks(const Config& c) {
   if (!c.patroni_url.empty()) out.insert(out.end(), {"patroni_node", "patroni_cluster"});
   out.push_back("listening_sockets");
   if (!c.pg_data_dir.empty()) out.push_back("datadir");
+  // Comparing with the leader's files needs the peers' shared token.
+  if (!c.patroni_url.empty() && !c.peer_files.empty() && !c.api.token.empty())
+    out.push_back("leader_files");
   if (!c.patroni_config.empty() || !c.etcd_env_files.empty()) out.push_back("config_lint");
   return out;
 }

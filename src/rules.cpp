@@ -133,9 +133,19 @@ Trigger read_trigger(YamlMap& when, const Config& config, bool builtin, bool& sk
   }
   if (auto ev = when.map("evidence")) {
     for (const auto& key : ev->keys()) {
-      auto values = ev->str_list(key, false);
-      if (!values || values->empty()) ev->fail(key, "expected a value or a list of values");
-      t.evidence.push_back({key, *values});
+      // One value, or a list; values may contain commas and spaces ("start failed").
+      std::vector<std::string> values;
+      const YAML::Node n = ev->raw(key);
+      if (n.IsScalar()) {
+        values.push_back(n.Scalar());
+      } else if (n.IsSequence()) {
+        for (const auto& item : n) {
+          if (!item.IsScalar()) ev->fail(key, "expected a value or a list of values");
+          values.push_back(item.Scalar());
+        }
+      }
+      if (values.empty()) ev->fail(key, "expected a value or a list of values");
+      t.evidence.push_back({key, std::move(values)});
     }
     ev->finish();
   }

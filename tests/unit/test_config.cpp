@@ -11,6 +11,7 @@
 #include "checks/registry.hpp"
 #include "src/config.hpp"
 #include "src/debounce.hpp"
+#include "src/rules.hpp"
 
 using namespace fener;
 namespace fs = std::filesystem;
@@ -157,6 +158,9 @@ checks:
   REQUIRE(find("second_datadir"));
   CHECK(find("second_datadir")->type == "datadir");
   CHECK(build_checks(c).size() == c.checks.size());
+  // The example's rules and the built-in ones build on this node.
+  auto rules = build_rules(c);
+  CHECK(rules.size() >= 3);
 }
 
 TEST_CASE("config errors name file, line, column, key and what was expected") {
@@ -183,18 +187,18 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
   CHECK(with("checks:\n  nosuch: {}\n") ==
         f + ":4:11: checks.nosuch: unknown check \"nosuch\"; name a known type or add `type:` "
             "(one of: etcd_health, etcd_members, patroni_node, patroni_cluster, "
-            "listening_sockets, datadir, config_lint)");
+            "listening_sockets, datadir, leader_files, config_lint)");
   CHECK(with("checks:\n  x:\n    type: datadirr\n") ==
         f + ":5:11: checks.x.type: unknown check type \"datadirr\"; expected one of: "
             "etcd_health, etcd_members, patroni_node, patroni_cluster, listening_sockets, "
-            "datadir, config_lint");
+            "datadir, leader_files, config_lint");
   CHECK(with("log:\n  level: loud\n") ==
         f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
         f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: api, audit, "
             "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
-            "postgresql, rules");
+            "postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");

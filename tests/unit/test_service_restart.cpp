@@ -193,7 +193,7 @@ TEST_SUITE("service_restart run") {
     CHECK_FALSE(out->ok);
     CHECK(out->message ==
           "systemd is not running here (no /run/systemd/system); configure command: for service "
-          "patroni.service");
+          "patroni.service (or services: in fener.yaml)");
     CHECK(out->details["via"] == "systemd");
   }
 }
