@@ -18,9 +18,9 @@ class PatroniReinit final : public Remedy {
   Risk risk() const override { return Risk::destructive; }
 
   std::string plan(const RemedyContext& ctx) const override {
-    return "reinit member " + ctx.config.node_name + " of " + ctx.config.scope +
-           " from leader " + ctx.facts.leader_name.value_or("?") + ": POST " +
-           ctx.config.patroni_url + "/reinitialize {\"force\": true}";
+    return "reinit member " + ctx.config.node_name + " of " + ctx.config.scope + " from leader " +
+           ctx.facts.leader_name.value_or("?") + ": POST " + ctx.config.patroni_url +
+           "/reinitialize {\"force\": true}";
   }
 
   asio::awaitable<RemedyOutcome> run(RemedyContext& ctx) override {
@@ -39,8 +39,13 @@ class PatroniReinit final : public Remedy {
     }
     if (!r.ok() || r.status != 200) {
       ProcessRequest pr;
-      pr.argv = {patronictl_, "-c", ctx.config.patroni_config, "reinit", "--force",
-                 ctx.config.scope, ctx.config.node_name};
+      pr.argv = {patronictl_,
+                 "-c",
+                 ctx.config.patroni_config,
+                 "reinit",
+                 "--force",
+                 ctx.config.scope,
+                 ctx.config.node_name};
       pr.timeout = std::chrono::seconds(60);
       if (ctx.config.patroni_config.empty())
         co_return RemedyOutcome::failure(
@@ -62,8 +67,8 @@ class PatroniReinit final : public Remedy {
       get.timeout = std::chrono::seconds(2);
       auto s = co_await ctx.http.fetch(std::move(get));
       if (s.ok()) {
-        if (auto j = parse_json(s.body); j && j->is_object() && j->contains("state") &&
-                                         (*j)["state"].is_string()) {
+        if (auto j = parse_json(s.body);
+            j && j->is_object() && j->contains("state") && (*j)["state"].is_string()) {
           last = (*j)["state"].get<std::string>();
           // The reinit first stops PostgreSQL; "running" before that is the old state.
           if (last != "running") left_running = true;
@@ -78,9 +83,8 @@ class PatroniReinit final : public Remedy {
       co_await timer.async_wait(asio::use_awaitable);
     }
     details["final_state"] = last;
-    co_return RemedyOutcome::failure("reinit started but the member is not running yet (state " +
-                                         last + ")",
-                                     details);
+    co_return RemedyOutcome::failure(
+        "reinit started but the member is not running yet (state " + last + ")", details);
   }
 
  private:

@@ -31,7 +31,8 @@ class PatroniRestart final : public Remedy {
 
 std::unique_ptr<Remedy> make_patroni_restart_remedy(YamlMap& params, const Config& config) {
   if (config.patroni_url.empty())
-    params.fail_here("patroni_restart needs Patroni on this node (patroni.url or --patroni-config)");
+    params.fail_here(
+        "patroni_restart needs Patroni on this node (patroni.url or --patroni-config)");
   return std::make_unique<PatroniRestart>();
 }
 

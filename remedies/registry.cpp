@@ -10,9 +10,12 @@ namespace fener {
 
 std::string_view to_string(Risk r) {
   switch (r) {
-    case Risk::safe: return "safe";
-    case Risk::disruptive: return "disruptive";
-    case Risk::destructive: return "destructive";
+    case Risk::safe:
+      return "safe";
+    case Risk::disruptive:
+      return "disruptive";
+    case Risk::destructive:
+      return "destructive";
   }
   return "?";
 }

@@ -22,12 +22,12 @@
 
 #include "checks/registry.hpp"
 #include "remedies/registry.hpp"
-#include "src/config.hpp"
-#include "src/http_client.hpp"
 #include "src/api_server.hpp"
 #include "src/audit.hpp"
-#include "src/peer_files.hpp"
+#include "src/config.hpp"
+#include "src/http_client.hpp"
 #include "src/output.hpp"
+#include "src/peer_files.hpp"
 #include "src/remedy_engine.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
@@ -170,7 +170,8 @@ Args parse_args(int argc, char** argv) {
     } else if (w == "--mode") {
       const std::string m = take(w);
       a.load.mode = mode_from_string(m);
-      if (!a.load.mode) throw UsageError("--mode: expected observe, safe or full, got \"" + m + "\"");
+      if (!a.load.mode)
+        throw UsageError("--mode: expected observe, safe or full, got \"" + m + "\"");
     } else if (!w.empty() && w[0] == '-') {
       throw UsageError("unknown option " + w);
     } else if (a.command.empty()) {
@@ -322,8 +323,8 @@ class Daemon {
   }
 
   void start(std::vector<BuiltCheck> checks, std::vector<Rule> rules, const RemedyEngine* old) {
-    engine_ = std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_,
-                                             std::move(rules));
+    engine_ =
+        std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
     if (old) engine_->adopt_state(*old);
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
     sched_->on_change([](const CheckState& st, std::optional<Status> old_status) {
@@ -367,8 +368,7 @@ class Daemon {
                     });
     api_->start();
     spdlog::info("API listening on {}{}", cfg_->api.listen,
-                 cfg_->api.token.empty() ? " (no token configured: peer endpoints refuse)"
-                                         : "");
+                 cfg_->api.token.empty() ? " (no token configured: peer endpoints refuse)" : "");
   }
 
   void wait_signal(asio::signal_set& signals) {
@@ -518,8 +518,7 @@ int cmd_rules(const Args& args) {
     std::cout << body->dump(2) << "\n";
     return 0;
   }
-  std::cout << "node " << body->value("node", "?") << ", mode " << body->value("mode", "?")
-            << "\n";
+  std::cout << "node " << body->value("node", "?") << ", mode " << body->value("mode", "?") << "\n";
   std::printf("%-22s %-18s %-9s %-18s %8s %8s\n", "RULE", "CHECK", "PHASE", "STEP", "ATTEMPTS",
               "ACTIONS");
   for (const auto& rule : (*body)["rules"]) {

@@ -74,9 +74,9 @@ asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& confi
   bool any_answer = false;
   for (const auto& ep : config.etcd_endpoints) {
     HttpRequest req;
-    req.url = ep + (config.scope.empty() ? "/v2/keys/fener?quorum=true"
-                                         : "/v2/keys/service/" + config.scope +
-                                               "/?recursive=true&quorum=true");
+    req.url = ep + (config.scope.empty()
+                        ? "/v2/keys/fener?quorum=true"
+                        : "/v2/keys/service/" + config.scope + "/?recursive=true&quorum=true");
     req.timeout = each;
     auto r = co_await http.fetch(std::move(req));
     if (!r.ok()) {
@@ -128,8 +128,10 @@ asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& confi
       if (auto j = parse_json(r.body); j && j->is_object()) {
         auto role = str_field(*j, "role");
         // A leader key whose holder does not call itself leader is not a healthy leader.
-        if (role && is_leader_role(*role)) f.leader_state = str_field(*j, "state");
-        else if (role) f.leader_state = "not leader (role " + *role + ")";
+        if (role && is_leader_role(*role))
+          f.leader_state = str_field(*j, "state");
+        else if (role)
+          f.leader_state = "not leader (role " + *role + ")";
         f.leader_sysid = str_field(*j, "database_system_identifier");
       }
     }

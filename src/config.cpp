@@ -13,8 +13,8 @@
 #include <set>
 #include <sstream>
 
-#include "src/envfile.hpp"
 #include "fener_default_rules.hpp"
+#include "src/envfile.hpp"
 
 namespace fener {
 
@@ -253,13 +253,14 @@ void read_peer_files(YamlMap& root, Config& cfg) {
   for (auto& m : *list) {
     PeerFileRoot r;
     auto dir = m.str("dir");
-    if (!dir || dir->empty() || dir->front() != '/') m.fail("dir", "expected an absolute directory path");
+    if (!dir || dir->empty() || dir->front() != '/')
+      m.fail("dir", "expected an absolute directory path");
     r.dir = *dir;
     while (r.dir.size() > 1 && r.dir.back() == '/') r.dir.pop_back();
     if (r.dir == "/") m.fail("dir", "refusing to serve files from /");
     r.name = m.str("name").value_or(r.dir == cfg.pg_data_dir ? "data_dir" : "");
-    if (r.name.empty() || r.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") !=
-                              std::string::npos)
+    if (r.name.empty() ||
+        r.name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
       m.fail("name", "expected a name of lowercase letters, digits, _ or - (used in peer URLs)");
     for (const auto& other : cfg.peer_files)
       if (other.name == r.name) m.fail("name", "\"" + r.name + "\" is used twice");
@@ -288,7 +289,8 @@ void read_rules(std::optional<YamlMap>& rules, Config& cfg) {
   for (const auto& name : rules->keys()) {
     YAML::Node node = rules->raw(name);
     const std::string path = rules->key_path(name);
-    if (!node.IsMap()) rules->fail(name, "expected a mapping (when, ladder, ...) or enabled: false");
+    if (!node.IsMap())
+      rules->fail(name, "expected a mapping (when, ladder, ...) or enabled: false");
     auto it = std::find_if(cfg.rules.begin(), cfg.rules.end(),
                            [&](const Config::RuleSource& r) { return r.name == name; });
     if (node["enabled"] && node["enabled"].IsScalar() && node["enabled"].Scalar() == "false") {
@@ -311,9 +313,12 @@ void read_rules(std::optional<YamlMap>& rules, Config& cfg) {
 
 std::string_view to_string(Mode m) {
   switch (m) {
-    case Mode::observe: return "observe";
-    case Mode::safe: return "safe";
-    case Mode::full: return "full";
+    case Mode::observe:
+      return "observe";
+    case Mode::safe:
+      return "safe";
+    case Mode::full:
+      return "full";
   }
   return "?";
 }
@@ -353,8 +358,8 @@ Config load_config(const LoadOptions& opts) {
   }
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
-  std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit,
-      lock, rules;
+  std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
+      rules;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
@@ -488,7 +493,8 @@ Config load_config(const LoadOptions& opts) {
     cfg.mode = *m;
   }
   if (opts.mode) cfg.mode = *opts.mode;
-  if (!cfg.node_address.empty()) cfg.api.listen = cfg.node_address + ":" + std::to_string(kDefaultApiPort);
+  if (!cfg.node_address.empty())
+    cfg.api.listen = cfg.node_address + ":" + std::to_string(kDefaultApiPort);
   if (file_exists(kDefaultTokenFile)) {
     YamlMap dummy(YAML::Node(), kDefaultTokenFile, "api");
     cfg.api.token = read_token_file(dummy, kDefaultTokenFile);

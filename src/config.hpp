@@ -36,8 +36,8 @@ struct PeerFileRoot {
 
 // fener's own HTTP API: the peer file API now, status and metrics later.
 struct ApiConfig {
-  std::string listen;  // host:port; "" when switched off
-  std::string token;   // shared secret for peer endpoints; "" disables them
+  std::string listen;        // host:port; "" when switched off
+  std::string token;         // shared secret for peer endpoints; "" disables them
   std::string token_source;  // where the token came from, for messages (never the token)
 };
 

@@ -46,13 +46,15 @@ asio::awaitable<HttpResult> EtcdLock::call(std::string method, std::string query
 
 asio::awaitable<LockAttempt> EtcdLock::acquire(std::string record) {
   LockAttempt a;
-  const auto ttl_s = std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
+  const auto ttl_s =
+      std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
   std::string method = "PUT";
   std::string query = "?prevExist=false";
   std::string form = "value=" + url_encode(record) + "&ttl=" + std::to_string(ttl_s);
   auto r = co_await call(std::move(method), std::move(query), std::move(form));
   if (!r.ok() || r.status >= 500) {
-    a.error = "etcd did not grant the lock: " + (r.ok() ? "HTTP " + std::to_string(r.status) : r.describe());
+    a.error = "etcd did not grant the lock: " +
+              (r.ok() ? "HTTP " + std::to_string(r.status) : r.describe());
     co_return a;
   }
   if (r.status == 201) {
@@ -77,7 +79,8 @@ asio::awaitable<LockAttempt> EtcdLock::acquire(std::string record) {
 
 asio::awaitable<bool> EtcdLock::refresh() {
   if (value_.empty()) co_return false;
-  const auto ttl_s = std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
+  const auto ttl_s =
+      std::max<long long>(1, std::chrono::duration_cast<std::chrono::seconds>(ttl_).count());
   std::string method = "PUT";
   std::string query = "?refresh=true&prevExist=true&prevValue=" + url_encode(value_);
   std::string form = "ttl=" + std::to_string(ttl_s);

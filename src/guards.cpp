@@ -63,8 +63,7 @@ bool is_leader_role(const std::string& role) {
   return role == "master" || role == "primary" || role == "leader" || role == "standby_leader";
 }
 
-std::vector<GuardVerdict> evaluate_guards(const ClusterFacts& facts, Risk risk,
-                                          bool patroni_here,
+std::vector<GuardVerdict> evaluate_guards(const ClusterFacts& facts, Risk risk, bool patroni_here,
                                           const std::vector<std::string>& extra) {
   std::vector<GuardVerdict> out;
   out.push_back(not_paused(facts, patroni_here));
@@ -98,7 +97,8 @@ std::string first_failure(const std::vector<GuardVerdict>& verdicts) {
 
 nlohmann::json to_json(const std::vector<GuardVerdict>& verdicts) {
   nlohmann::json j = nlohmann::json::array();
-  for (const auto& v : verdicts) j.push_back({{"guard", v.name}, {"pass", v.pass}, {"reason", v.reason}});
+  for (const auto& v : verdicts)
+    j.push_back({{"guard", v.name}, {"pass", v.pass}, {"reason", v.reason}});
   return j;
 }
 
@@ -106,6 +106,8 @@ bool is_rule_guard(const std::string& name) {
   return name == "replica_only" || name == "leader_running";
 }
 
-std::string rule_guard_names() { return "replica_only, leader_running"; }
+std::string rule_guard_names() {
+  return "replica_only, leader_running";
+}
 
 }  // namespace fener

@@ -28,8 +28,7 @@ struct GuardVerdict {
 //                  same_system    the leader's system identifier equals the cluster's
 //                                 (the DCS `initialize` key), and this node's when known
 // Optional, named in a rule's `guards:`: replica_only, leader_running.
-std::vector<GuardVerdict> evaluate_guards(const ClusterFacts& facts, Risk risk,
-                                          bool patroni_here,
+std::vector<GuardVerdict> evaluate_guards(const ClusterFacts& facts, Risk risk, bool patroni_here,
                                           const std::vector<std::string>& extra);
 
 bool all_pass(const std::vector<GuardVerdict>& verdicts);

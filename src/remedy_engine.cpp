@@ -1,12 +1,12 @@
 #include "src/remedy_engine.hpp"
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <spdlog/spdlog.h>
 
 #include "src/cluster_facts.hpp"
 #include "src/etcd_lock.hpp"
@@ -63,9 +63,8 @@ asio::awaitable<RemedyOutcome> run_bounded(Remedy& remedy, RemedyContext& ctx) {
 
 }  // namespace
 
-RemedyEngine::RemedyEngine(asio::io_context& io, HttpClient& http, Worker& worker,
-                           AuditLog& audit, std::shared_ptr<const Config> config,
-                           std::vector<Rule> rules)
+RemedyEngine::RemedyEngine(asio::io_context& io, HttpClient& http, Worker& worker, AuditLog& audit,
+                           std::shared_ptr<const Config> config, std::vector<Rule> rules)
     : io_(io),
       http_(http),
       worker_(worker),
@@ -131,11 +130,12 @@ void RemedyEngine::evaluate(std::size_t index) {
   for (;;) {
     const auto now = Clock::now();
     Verdict v = state.decide(rule, now);
-    const json base = {{"node", config_->node_name},
-                       {"rule", rule.name},
-                       {"check", rule.when.check},
-                       {"finding", {{"status", to_string(finding.status)}, {"message", finding.message}}},
-                       {"mode", to_string(config_->mode)}};
+    const json base = {
+        {"node", config_->node_name},
+        {"rule", rule.name},
+        {"check", rule.when.check},
+        {"finding", {{"status", to_string(finding.status)}, {"message", finding.message}}},
+        {"mode", to_string(config_->mode)}};
     if (v.kind == Verdict::none) return;
     if (v.kind == Verdict::recovered) {
       spdlog::info("rule {}: recovered ({})", rule.name, v.reason);
@@ -148,9 +148,10 @@ void RemedyEngine::evaluate(std::size_t index) {
     if (v.kind == Verdict::give_up) {
       std::string why = v.reason;
       if (!skipped_notes_[index].empty()) why += " (" + skipped_notes_[index] + ")";
-      spdlog::error("rule {}: GAVE UP: {}; the fault stays: {}. Fix it by hand, then `fener rules "
-                    "reset {}` (or fener resumes by itself once the check recovers)",
-                    rule.name, why, finding.message, rule.name);
+      spdlog::error(
+          "rule {}: GAVE UP: {}; the fault stays: {}. Fix it by hand, then `fener rules "
+          "reset {}` (or fener resumes by itself once the check recovers)",
+          rule.name, why, finding.message, rule.name);
       json rec = base;
       rec["event"] = "gave_up";
       rec["reason"] = why;
@@ -229,26 +230,28 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
     co_return;
   }
   if (keep->mode == Mode::observe) {
-    spdlog::warn("rule {}: WOULD RUN {} ({} remedy, attempt {}/{}): {} [mode observe: nothing "
-                 "changed]",
-                 rule.name, step.remedy, to_string(risk), record["attempt"].get<int>(),
-                 step.attempts, plan);
+    spdlog::warn(
+        "rule {}: WOULD RUN {} ({} remedy, attempt {}/{}): {} [mode observe: nothing "
+        "changed]",
+        rule.name, step.remedy, to_string(risk), record["attempt"].get<int>(), step.attempts, plan);
     done("would_run", true);
     co_return;
   }
 
   std::unique_ptr<EtcdLock> lock;
   if (risk != Risk::safe) {
-    lock = std::make_unique<EtcdLock>(http_, keep->etcd_endpoints,
-                                      "/fener/" + (keep->scope.empty() ? "cluster" : keep->scope) +
-                                          "/lock",
-                                      keep->lock_ttl);
-    json holder = {{"node", keep->node_name}, {"rule", rule.name}, {"remedy", step.remedy},
+    lock = std::make_unique<EtcdLock>(
+        http_, keep->etcd_endpoints,
+        "/fener/" + (keep->scope.empty() ? "cluster" : keep->scope) + "/lock", keep->lock_ttl);
+    json holder = {{"node", keep->node_name},
+                   {"rule", rule.name},
+                   {"remedy", step.remedy},
                    {"since", utc_timestamp()}};
     auto attempt = co_await lock->acquire(holder.dump());
     record["lock"] = {{"key", lock->key()}, {"acquired", attempt.acquired}};
     if (!attempt.acquired) {
-      const std::string why = attempt.error.empty() ? "lock held by " + attempt.holder : attempt.error;
+      const std::string why =
+          attempt.error.empty() ? "lock held by " + attempt.holder : attempt.error;
       spdlog::warn("rule {}: NOT running {} now: {}", rule.name, step.remedy, why);
       record["reason"] = why;
       done(attempt.error.empty() ? "lock_held" : "lock_error", false);

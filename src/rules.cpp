@@ -197,7 +197,8 @@ std::vector<Rule> build_rules(const Config& config) {
     if (auto g = m.str_list("guards", true)) {
       for (const auto& name : *g) {
         if (!is_rule_guard(name))
-          m.fail("guards", "unknown guard \"" + name + "\"; expected one of: " + rule_guard_names());
+          m.fail("guards",
+                 "unknown guard \"" + name + "\"; expected one of: " + rule_guard_names());
       }
       rule.guards = *g;
     }
@@ -208,7 +209,8 @@ std::vector<Rule> build_rules(const Config& config) {
       auto type = s.str("remedy");
       if (!type) s.fail_here("each ladder step needs remedy: NAME");
       const RemedyType* rt = find_remedy_type(*type);
-      if (!rt) s.fail("remedy", "unknown remedy \"" + *type + "\"; expected one of: " + remedy_names());
+      if (!rt)
+        s.fail("remedy", "unknown remedy \"" + *type + "\"; expected one of: " + remedy_names());
       step.remedy = *type;
       if (auto v = s.integer("attempts", 1, 100)) step.attempts = static_cast<int>(*v);
       if (auto v = s.duration("timeout", std::chrono::seconds(1))) step.timeout = *v;
@@ -239,9 +241,12 @@ std::vector<Rule> build_rules(const Config& config) {
 
 std::string_view to_string(Phase p) {
   switch (p) {
-    case Phase::idle: return "idle";
-    case Phase::settling: return "settling";
-    case Phase::gave_up: return "gave_up";
+    case Phase::idle:
+      return "idle";
+    case Phase::settling:
+      return "settling";
+    case Phase::gave_up:
+      return "gave_up";
   }
   return "?";
 }
@@ -334,9 +339,13 @@ void RuleState::hold(const Rule& rule, TimePoint now) {
   recent_matches_.clear();
 }
 
-void RuleState::gave_up() { gave_up_announced_ = true; }
+void RuleState::gave_up() {
+  gave_up_announced_ = true;
+}
 
-void RuleState::reset() { *this = RuleState{}; }
+void RuleState::reset() {
+  *this = RuleState{};
+}
 
 Phase RuleState::phase(TimePoint now) const {
   if (gave_up_) return Phase::gave_up;
@@ -345,9 +354,8 @@ Phase RuleState::phase(TimePoint now) const {
 }
 
 std::size_t RuleState::actions_in_window(const Rule& rule, TimePoint now) const {
-  return static_cast<std::size_t>(
-      std::count_if(actions_.begin(), actions_.end(),
-                    [&](TimePoint t) { return t + rule.window > now; }));
+  return static_cast<std::size_t>(std::count_if(
+      actions_.begin(), actions_.end(), [&](TimePoint t) { return t + rule.window > now; }));
 }
 
 json RuleState::to_json(const Rule& rule, TimePoint now) const {

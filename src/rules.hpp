@@ -74,7 +74,7 @@ struct Rule {
   Duration settle{std::chrono::seconds(10)};  // after each action: results are not judged
   int max_actions = 3;                        // rate limit: at most this many actions ...
   Duration window{std::chrono::hours(1)};     // ... within this window, then give up
-  int recover_after = 2;  // consecutive results not matching the trigger: fault gone
+  int recover_after = 2;            // consecutive results not matching the trigger: fault gone
   std::vector<std::string> guards;  // extra named guards (see src/guards.hpp)
 };
 

@@ -101,7 +101,8 @@ TEST_CASE("rules may add guards but not remove them") {
   auto f = healthy_from_replica();
   f.leader_name = "kaptan2";
   CHECK(failure(f, Risk::safe, {"replica_only"}).rfind("replica_only:", 0) == 0);
-  auto verdicts = evaluate_guards(healthy_from_replica(), Risk::destructive, true, {"leader_running"});
+  auto verdicts =
+      evaluate_guards(healthy_from_replica(), Risk::destructive, true, {"leader_running"});
   CHECK(verdicts.size() == 5);  // not duplicated
 }
 

@@ -228,8 +228,12 @@ TEST_CASE("a trigger needs status, message and evidence to match") {
   t.statuses = {Status::critical};
   t.message.emplace("start failed|crashed", std::regex::ECMAScript);
   t.evidence.push_back({"state", {"start failed"}});
-  CHECK(trigger_matches(t, result(Status::critical, "PostgreSQL start failed", {{"state", "start failed"}})));
-  CHECK_FALSE(trigger_matches(t, result(Status::warning, "PostgreSQL start failed", {{"state", "start failed"}})));
-  CHECK_FALSE(trigger_matches(t, result(Status::critical, "PostgreSQL stopped", {{"state", "start failed"}})));
-  CHECK_FALSE(trigger_matches(t, result(Status::critical, "PostgreSQL start failed", {{"state", "running"}})));
+  CHECK(trigger_matches(
+      t, result(Status::critical, "PostgreSQL start failed", {{"state", "start failed"}})));
+  CHECK_FALSE(trigger_matches(
+      t, result(Status::warning, "PostgreSQL start failed", {{"state", "start failed"}})));
+  CHECK_FALSE(trigger_matches(
+      t, result(Status::critical, "PostgreSQL stopped", {{"state", "start failed"}})));
+  CHECK_FALSE(trigger_matches(
+      t, result(Status::critical, "PostgreSQL start failed", {{"state", "running"}})));
 }
