@@ -186,6 +186,9 @@ std::vector<Rule> build_rules(const Config& config) {
     auto when = m.map("when");
     if (!when) m.fail_here("expected when: {check, status, ...}");
     rule.when = read_trigger(*when, config, builtin, skip);
+    // A built-in rule for a check this node lacks (no data directory on the HAProxy node)
+    // is left out whole: its remedies need what the node does not have either.
+    if (skip) continue;
     m.boolean("enabled");
     if (auto v = m.duration("settle", Duration{0})) rule.settle = *v;
     if (auto v = m.integer("recover_after", 1, 1000)) rule.recover_after = static_cast<int>(*v);
@@ -262,7 +265,7 @@ void RuleState::observe(const Rule& rule, const CheckResult& r, TimePoint now) {
     clear_streak_ = 0;
     active_ = true;
     recent_matches_.push_back(now);
-  } else {
+  } else if (r.status == Status::passing) {
     match_streak_ = 0;
     ++clear_streak_;
     if (active_ && clear_streak_ >= rule.recover_after) {
@@ -273,6 +276,11 @@ void RuleState::observe(const Rule& rule, const CheckResult& r, TimePoint now) {
       gave_up_ = gave_up_announced_ = false;
       recent_matches_.clear();
     }
+  } else {
+    // Failing in another way (Patroni restarting, say): not this rule's finding, and not
+    // a recovery either; the ladder keeps its place.
+    match_streak_ = 0;
+    clear_streak_ = 0;
   }
   const Duration window = rule.when.within_window;
   while (!recent_matches_.empty() && window.count() > 0 && recent_matches_.front() + window < now)

@@ -96,7 +96,8 @@ struct Verdict {
 class RuleState {
  public:
   // Counts a result of the rule's check. Results that arrive while settling are not
-  // judged; unknown breaks a streak but never counts as a fault or a recovery.
+  // judged; unknown breaks a streak but never counts as a fault or a recovery; only
+  // passing results count towards recovery.
   void observe(const Rule& rule, const CheckResult& r, TimePoint now);
   // The next thing to do, given what was observed. Pure: calling it twice without an
   // observe/acted/skip in between gives the same answer.

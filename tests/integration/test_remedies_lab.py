@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 import urllib.error
@@ -328,8 +329,12 @@ class RemediesOnTheLab(unittest.TestCase):
         fs = {n: Fener(n) for n in ("kaptan1", "kaptan2")}
         for f in fs.values():
             lab.wait_for(lambda f=f: "check listening_sockets" in f.text(), 20, "first round")
-        for n in fs:
-            lab.stop_patroni(n)
+        # Both at once, as one bad deploy would do it.
+        stoppers = [threading.Thread(target=lab.stop_patroni, args=(n,)) for n in fs]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         lab.wait_cluster_healthy(150)
         spans = []
         for n, f in fs.items():

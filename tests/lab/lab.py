@@ -440,6 +440,9 @@ class Lab:
                 if self.patroni_pid(node):
                     self.stop_patroni(node)
                 self.start_patroni(node, wait=False)
+                # As `systemctl restart` of a notify unit: back when the REST API answers.
+                self.wait_for(lambda: self.patroni_state(node) is not None or NotYet("no answer"),
+                              60, f"Patroni REST API of {node}")
 
     def stop(self, failed=False):
         """End every process the lab started (by pid), then remove the lab dir unless kept.

@@ -237,3 +237,26 @@ TEST_CASE("a trigger needs status, message and evidence to match") {
   CHECK_FALSE(trigger_matches(
       t, result(Status::critical, "PostgreSQL start failed", {{"state", "running"}})));
 }
+
+TEST_CASE("failing another way is neither the fault nor a recovery") {
+  // Patroni restarting: patroni_node is critical but not with the state the rule wants.
+  Rule r = make_rule(2);
+  r.when.evidence.push_back({"state", {"start failed"}});
+  Sim s{std::move(r)};
+  auto feed = [&](Status st, json ev) {
+    s.now += 2s;
+    s.state.observe(s.rule, result(st, "", std::move(ev)), s.now);
+    return s.state.decide(s.rule, s.now);
+  };
+  feed(Status::critical, {{"state", "start failed"}});
+  REQUIRE(feed(Status::critical, {{"state", "start failed"}}).kind == Verdict::act);
+  s.state.acted(s.rule, s.now);
+  s.now += 11s;
+  CHECK(feed(Status::critical, {{"error", "refused"}}).kind == Verdict::none);
+  CHECK(feed(Status::critical, {{"error", "refused"}}).kind == Verdict::none);
+  CHECK(feed(Status::warning, {{"state", "starting"}}).kind == Verdict::none);
+  feed(Status::critical, {{"state", "start failed"}});
+  auto v = feed(Status::critical, {{"state", "start failed"}});
+  CHECK(v.kind == Verdict::act);
+  CHECK(v.step == 1);  // escalated, not restarted from the first step
+}
