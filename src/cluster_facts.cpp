@@ -4,7 +4,15 @@
 #include "src/guards.hpp"
 #include "src/http_client.hpp"
 
+#include <boost/asio/experimental/awaitable_operators.hpp>
+
+// GCC 12 at -O2 pairs Asio's coroutine-frame operator new/delete wrongly after inlining
+// the `&&` of two coroutines and warns; the frames are allocated and freed by one class.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+
 namespace fener {
+
+using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
@@ -64,13 +72,11 @@ void read_dcs_tree(const json& answer, ClusterFacts& f) {
   f.self_holds_leader_key = f.leader_name && *f.leader_name == f.self_name;
 }
 
-asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config,
-                                           Duration timeout) {
-  ClusterFacts f;
-  f.self_name = config.node_name;
-  const auto each = std::max(Duration(500), timeout / 3);
+namespace {
 
-  // 1. One quorum read of Patroni's keys: proves quorum and gives leader, pause, sysid.
+// 1. One quorum read of Patroni's keys: proves quorum and gives leader, pause, sysid.
+asio::awaitable<void> read_etcd(HttpClient& http, const Config& config, Duration each,
+                                ClusterFacts& f) {
   bool any_answer = false;
   for (const auto& ep : config.etcd_endpoints) {
     HttpRequest req;
@@ -100,23 +106,37 @@ asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& confi
     f.etcd_quorum = false;  // 5xx: the member is up but raft cannot serve the read
   }
   if (!any_answer) f.etcd_quorum.reset();
+}
 
-  // 2. This node's Patroni.
-  if (!config.patroni_url.empty()) {
-    HttpRequest req;
-    req.url = config.patroni_url + "/patroni";
-    req.timeout = each;
-    auto r = co_await http.fetch(std::move(req));
-    if (r.ok() && (r.status == 200 || r.status == 503)) {
-      if (auto j = parse_json(r.body); j && j->is_object()) {
-        f.self_role = str_field(*j, "role");
-        f.self_state = str_field(*j, "state");
-        f.self_sysid = str_field(*j, "database_system_identifier");
-        if (j->value("pause", false)) f.paused = true;
-      }
+// 2. This node's Patroni (slow to answer while PostgreSQL is down: asked meanwhile).
+asio::awaitable<void> read_self(HttpClient& http, const Config& config, Duration each,
+                                ClusterFacts& f, bool& paused) {
+  if (config.patroni_url.empty()) co_return;
+  HttpRequest req;
+  req.url = config.patroni_url + "/patroni";
+  req.timeout = each;
+  auto r = co_await http.fetch(std::move(req));
+  if (r.ok() && (r.status == 200 || r.status == 503)) {
+    if (auto j = parse_json(r.body); j && j->is_object()) {
+      f.self_role = str_field(*j, "role");
+      f.self_state = str_field(*j, "state");
+      f.self_sysid = str_field(*j, "database_system_identifier");
+      paused = j->value("pause", false);
     }
-    f.evidence["self_patroni"] = r.ok() ? "HTTP " + std::to_string(r.status) : r.describe();
   }
+  f.evidence["self_patroni"] = r.ok() ? "HTTP " + std::to_string(r.status) : r.describe();
+}
+
+}  // namespace
+
+asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config,
+                                           Duration timeout) {
+  ClusterFacts f;
+  f.self_name = config.node_name;
+  const auto each = std::max(Duration(500), timeout / 2);
+  bool self_paused = false;
+  co_await (read_etcd(http, config, each, f) && read_self(http, config, each, f, self_paused));
+  if (self_paused) f.paused = true;
 
   // 3. The leader's Patroni: is its PostgreSQL running, which system is it.
   if (f.leader_api_url) {

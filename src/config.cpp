@@ -283,7 +283,7 @@ void read_rules(std::optional<YamlMap>& rules, Config& cfg) {
   YamlMap top(builtin, kDefaultRulesName, "");
   if (auto r = top.map("rules")) {
     for (const auto& name : r->keys())
-      cfg.rules.push_back({name, r->raw(name), kDefaultRulesName, r->key_path(name)});
+      cfg.rules.push_back({name, r->raw(name), kDefaultRulesName, r->key_path(name), true});
   }
   if (!rules) return;
   for (const auto& name : rules->keys()) {
@@ -298,7 +298,7 @@ void read_rules(std::optional<YamlMap>& rules, Config& cfg) {
       continue;
     }
     if (it == cfg.rules.end()) {
-      cfg.rules.push_back({name, node, cfg.config_file, path});
+      cfg.rules.push_back({name, node, cfg.config_file, path, false});
       continue;
     }
     YAML::Node merged = YAML::Clone(it->node);

@@ -116,6 +116,7 @@ struct Config {
     YAML::Node node;
     std::string file;
     std::string path;
+    bool builtin = false;  // defined in conf/rules.yaml (perhaps adjusted by the file)
   };
   std::vector<RuleSource> rules;
 };

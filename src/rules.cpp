@@ -2,7 +2,6 @@
 
 #include <algorithm>
 
-#include "fener_default_rules.hpp"
 #include "remedies/registry.hpp"
 #include "src/guards.hpp"
 
@@ -114,6 +113,7 @@ Trigger read_trigger(YamlMap& when, const Config& config, bool builtin, bool& sk
   }
   t.statuses = read_statuses(when, "status", true);
   if (auto v = when.integer("consecutive", 1, 1000)) t.consecutive = static_cast<int>(*v);
+  if (auto v = when.duration("for", Duration{0})) t.hold_for = *v;
   if (auto w = when.map("within")) {
     if (when.has("consecutive")) when.fail("within", "give either consecutive or within, not both");
     auto count = w->integer("count", 1, 1000);
@@ -176,7 +176,7 @@ bool trigger_matches(const Trigger& t, const CheckResult& r) {
 std::vector<Rule> build_rules(const Config& config) {
   std::vector<Rule> out;
   for (const auto& src : config.rules) {
-    const bool builtin = src.file == kDefaultRulesName;
+    const bool builtin = src.builtin;
     YamlMap m(src.node, src.file, src.path);
     Rule rule;
     rule.name = src.name;
@@ -261,6 +261,7 @@ void RuleState::observe(const Rule& rule, const CheckResult& r, TimePoint now) {
     return;
   }
   if (trigger_matches(rule.when, r)) {
+    if (match_streak_ == 0) streak_since_ = now;
     ++match_streak_;
     clear_streak_ = 0;
     active_ = true;
@@ -297,9 +298,11 @@ Verdict RuleState::decide(const Rule& rule, TimePoint now) {
     if (step_ < rule.ladder.size() && !gave_up_) return {Verdict::act, step_, "chained"};
   }
   if (now < settle_until_) return {Verdict::none, 0, "settling"};
-  const bool triggered = rule.when.within_count > 0
-                             ? static_cast<int>(recent_matches_.size()) >= rule.when.within_count
-                             : match_streak_ >= rule.when.consecutive;
+  const bool triggered =
+      rule.when.within_count > 0
+          ? static_cast<int>(recent_matches_.size()) >= rule.when.within_count
+          : match_streak_ >= rule.when.consecutive &&
+                (rule.when.hold_for.count() == 0 || now - streak_since_ >= rule.when.hold_for);
   if (!triggered) return {Verdict::none, 0, "not triggered"};
   if (gave_up_) return {Verdict::none, 0, "gave up; waiting for recovery or `fener rules reset`"};
   if (actions_in_window(rule, now) >= static_cast<std::size_t>(rule.max_actions)) {

@@ -34,14 +34,16 @@ struct EvidenceMatch {
 bool evidence_matches(const EvidenceMatch& m, const json& evidence);
 
 // When a rule fires: results of one check with one of `statuses` (never unknown:
-// "could not check" is not a fault), `consecutive` in a row, or `within_count` of them
-// within `within_window`; optionally also matching a message pattern and evidence.
+// "could not check" is not a fault), `consecutive` in a row (and, with `for`, for at
+// least that long), or `within_count` of them within `within_window`; optionally also
+// matching a message pattern and evidence.
 struct Trigger {
   std::string check;
   std::vector<Status> statuses;
   int consecutive = 1;
   int within_count = 0;  // 0: use consecutive
   Duration within_window{0};
+  Duration hold_for{0};         // `for:` the streak must also have lasted this long
   std::string message_pattern;  // ECMAScript regex searched in the message; "" = any
   std::optional<std::regex> message;
   std::vector<EvidenceMatch> evidence;  // all must match
@@ -129,6 +131,7 @@ class RuleState {
 
  private:
   int match_streak_ = 0;
+  TimePoint streak_since_{};
   int clear_streak_ = 0;
   std::deque<TimePoint> recent_matches_;
   std::deque<TimePoint> actions_;

@@ -125,6 +125,15 @@ services:
 rules:
   postgres_down:
     settle: 4s
+  postgres_stuck_starting:
+    settle: 6s
+    when:
+      check: patroni_node
+      status: [warning, critical]
+      consecutive: 2
+      for: 15s
+      evidence:
+        state: [starting, restarting]
   patroni_down:
     settle: 6s
   etcd_down:
@@ -226,6 +235,25 @@ class RemediesOnTheLab(unittest.TestCase):
     def tearDown(self):
         Fener.stop_all()
 
+    @unittest.skipUnless(os.environ.get("FENER_BASELINE") == "1", "baseline runs in bench only")
+    def test_00_baseline_without_fener(self):
+        """What the cluster does about scenario 1 on its own (for the figures)."""
+        node = replica()
+        t0 = time.time()
+        break_permissions_and_kill(node)
+        lab.wait_for(lambda: patroni_state(node) == "start failed" or NotYet(patroni_state(node)),
+                     30, "start failed")
+        healed = None
+        while time.time() - t0 < 60:
+            if streaming(node) is True:
+                healed = time.time() - t0
+                break
+            time.sleep(0.5)
+        figure("0_baseline_chmod_kill", healed_within_60s=healed is not None,
+               state_after_60s=patroni_state(node))
+        os.chmod(lab.data_dir(node), 0o700)
+        wait_healthy(node, 60, "healed by hand")
+
     def test_01_permissions_and_killed_postmaster_healed(self):
         node = replica()
         f = Fener(node)
@@ -238,7 +266,10 @@ class RemediesOnTheLab(unittest.TestCase):
         self.assertTrue(fixes, f.records())
         self.assertEqual(os.stat(lab.data_dir(node)).st_mode & 0o777, 0o700)
         first = min(action_start(r) for r in f.records(event="action"))
-        figure("1_chmod_kill", detect_s=round(first - t0, 2), healthy_s=round(healed, 2))
+        steps = [(r["rule"], r["remedy"], r["outcome"], round(action_start(r) - t0, 2), r["duration_ms"])
+                 for r in f.records(event="action")]
+        figure("1_chmod_kill", detect_s=round(first - t0, 2), healthy_s=round(healed, 2),
+               steps=steps)
         # Never on the leader: its fener did not run here, and nothing touched it.
         self.assertEqual(lab.leader(), next(n for n in ("kaptan1", "kaptan2") if n != node))
 

@@ -260,3 +260,16 @@ TEST_CASE("failing another way is neither the fault nor a recovery") {
   CHECK(v.kind == Verdict::act);
   CHECK(v.step == 1);  // escalated, not restarted from the first step
 }
+
+TEST_CASE("for: the finding must have lasted that long, in a row") {
+  Rule r = make_rule();
+  r.when.consecutive = 1;
+  r.when.hold_for = 20s;
+  Sim s{std::move(r)};
+  CHECK(s.feed(Status::critical, 5s).kind == Verdict::none);
+  CHECK(s.feed(Status::critical, 10s).kind == Verdict::none);
+  CHECK(s.feed(Status::passing, 10s).kind == Verdict::none);  // the streak restarts
+  CHECK(s.feed(Status::critical, 5s).kind == Verdict::none);
+  CHECK(s.feed(Status::critical, 15s).kind == Verdict::none);
+  CHECK(s.feed(Status::critical, 5s).kind == Verdict::act);
+}
