@@ -177,6 +177,9 @@ PatroniStateKind classify_patroni_state(std::string_view state) {
       "initializing new cluster",
       "running custom bootstrap script",
       "starting after custom bootstrap"};
+  // Patroni composes states after a failed action: "restart failed (start failed)".
+  if (const auto paren = state.find(" ("); paren != std::string_view::npos && state.back() == ')')
+    state = state.substr(0, paren);
   if (state == "running") return PatroniStateKind::running;
   if (std::find(kFailed.begin(), kFailed.end(), state) != kFailed.end())
     return PatroniStateKind::failed;
@@ -340,6 +343,10 @@ CheckResult evaluate_patroni_node(const HttpResult& patroni,
 
   ev["name"] = name.empty() ? json() : json(name);
   ev["state"] = state;
+  // For rules: one word for the family of the state, whatever Patroni version wrote it.
+  static constexpr std::array<const char*, 4> kKinds = {"running", "transitional", "failed",
+                                                        "unrecognised"};
+  ev["state_kind"] = kKinds[static_cast<std::size_t>(classify_patroni_state(state))];
   ev["role"] = role;
   ev["timeline"] = patroni_copy(b, "timeline");
   ev["server_version"] = patroni_copy(b, "server_version");

@@ -129,11 +129,15 @@ asio::awaitable<void> read_self(HttpClient& http, const Config& config, Duration
 
 }  // namespace
 
-asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config,
-                                           Duration timeout) {
+asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config, Duration timeout,
+                                           bool with_patroni) {
   ClusterFacts f;
   f.self_name = config.node_name;
   const auto each = std::max(Duration(500), timeout / 2);
+  if (!with_patroni) {
+    co_await read_etcd(http, config, each, f);
+    co_return f;
+  }
   bool self_paused = false;
   co_await (read_etcd(http, config, each, f) && read_self(http, config, each, f, self_paused));
   if (self_paused) f.paused = true;

@@ -17,8 +17,11 @@ class HttpClient;
 // GET /v2/keys/service/<scope>/?recursive=true. Pure, for tests.
 void read_dcs_tree(const nlohmann::json& answer, ClusterFacts& facts);
 
-// Every fact it cannot learn stays unset. Bounded by `timeout` in total.
-asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config,
-                                           Duration timeout);
+// Every fact it cannot learn stays unset. Bounded by `timeout` in total. Without
+// with_patroni only etcd is asked (leader key, pause, quorum): enough for the guards of
+// safe and disruptive remedies, and quick while this node's Patroni is slow to answer
+// (it probes a PostgreSQL that is down).
+asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& config, Duration timeout,
+                                           bool with_patroni = true);
 
 }  // namespace fener

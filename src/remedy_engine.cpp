@@ -186,8 +186,23 @@ void RemedyEngine::evaluate(std::size_t index) {
     busy_ = true;
     json f = base;
     f["step"] = v.step + 1;
-    asio::co_spawn(io_, act(index, v.step, std::move(f)), asio::detached);
+    asio::co_spawn(io_, act_guarded(index, v.step, std::move(f)), asio::detached);
     return;
+  }
+}
+
+// A bug in an action must not stop the daemon nor leave the node "busy" for ever.
+asio::awaitable<void> RemedyEngine::act_guarded(std::size_t index, std::size_t step, json record) {
+  std::string error;
+  try {
+    co_await act(index, step, std::move(record));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  if (!error.empty()) {
+    spdlog::error("rule {}: action failed unexpectedly: {}", rules_[index].name, error);
+    states_[index].hold(rules_[index], Clock::now());
+    busy_ = false;
   }
 }
 
@@ -203,7 +218,9 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   record["attempt"] = states_[index].attempts_on_step() + 1;
   record["attempts"] = step.attempts;
 
-  ClusterFacts facts = co_await gather_facts(http_, *keep, Duration(std::chrono::seconds(6)));
+  const bool destructive = risk == Risk::destructive;
+  ClusterFacts facts =
+      co_await gather_facts(http_, *keep, Duration(std::chrono::seconds(6)), destructive);
   record["facts"] = facts_summary(facts);
   const auto verdicts = evaluate_guards(facts, risk, !keep->patroni_url.empty(), rule.guards);
   record["guards"] = to_json(verdicts);

@@ -46,6 +46,7 @@ class RemedyEngine {
  private:
   void evaluate(std::size_t index);
   asio::awaitable<void> act(std::size_t index, std::size_t step, nlohmann::json finding);
+  asio::awaitable<void> act_guarded(std::size_t index, std::size_t step, nlohmann::json record);
   bool condition_holds(const StepCondition& c) const;
   void finish_action(std::size_t index);
 

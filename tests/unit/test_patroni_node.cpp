@@ -130,6 +130,8 @@ TEST_CASE("patroni_node: classify_patroni_state") {
     CHECK(classify_patroni_state(s) == PatroniStateKind::transitional);
   }
   CHECK(classify_patroni_state("running") == PatroniStateKind::running);
+  // Patroni 3.0.2 after a failed POST /restart.
+  CHECK(classify_patroni_state("restart failed (start failed)") == PatroniStateKind::failed);
   CHECK(classify_patroni_state("Running") == PatroniStateKind::unrecognised);
   CHECK(classify_patroni_state("") == PatroniStateKind::unrecognised);
 }
