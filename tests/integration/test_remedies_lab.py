@@ -15,11 +15,9 @@ FENER_FIGURES=FILE appends one JSON line per timed scenario (bench/remedy-times 
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -44,7 +42,10 @@ def setUpModule():
     lab = Lab()
     lab.start()
     lab.serve_control()
-    conf_dir = tempfile.mkdtemp(prefix="fener-remedy-conf-")
+    # Inside the lab dir: every fener's command line names it, so the lab's teardown
+    # finds them even if this process dies before its own.
+    conf_dir = os.path.join(lab.dir, "fener")
+    os.mkdir(conf_dir)
     token = secrets.token_hex(16)
     with open(token_file(), "w") as f:
         f.write(token + "\n")
@@ -55,8 +56,6 @@ def tearDownModule():
     Fener.stop_all()
     if lab:
         lab.stop()
-    if conf_dir:
-        shutil.rmtree(conf_dir, ignore_errors=True)
 
 
 def token_file():
@@ -146,6 +145,7 @@ rules:
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self.logf,
                                      stderr=self.logf, start_new_session=True)
         Fener.running.append(self)
+        lab.adopt("fener", node, self.proc.pid)
         lab.wait_for(self._started, 20, f"fener run on {node} started")
 
     def _started(self):

@@ -480,7 +480,15 @@ class Lab:
         if leftovers:
             raise LabError(f"processes still alive after teardown: {leftovers}")
 
+    def adopt(self, kind, node, pid):
+        """Record a process started by the test (fener itself): teardown ends it first, by
+        pid, before the cluster it watches goes away."""
+        self._record(kind, node, pid)
+
     def _end_everything(self):
+        # Watchers first (fener), so that nothing tries to heal the cluster while it stops.
+        watchers = [p for k, _, p in self.started() if k == "fener" and pid_alive(p)]
+        terminate_pids(watchers, timeout=40.0, reap=self._reap)
         # Patroni first, all nodes at once: each stops its own PostgreSQL and needs etcd
         # for that; stopping them together avoids a pointless failover to the other node.
         t0 = time.monotonic()
