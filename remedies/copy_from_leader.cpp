@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "checks/leader_files.hpp"
+#include "src/fd.hpp"
 #include "src/http_client.hpp"
 #include "src/sha256.hpp"
 #include "src/worker.hpp"
@@ -20,16 +21,6 @@
 namespace fener {
 
 namespace {
-
-struct Fd {
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int fd;
-};
 
 InstalledFile install_failure(std::string why) {
   InstalledFile out;

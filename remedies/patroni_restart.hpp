@@ -2,7 +2,9 @@
 // runs and starts it again, waiting until it accepts connections. The quick way back
 // after the cause of a failed start is fixed: Patroni's own retry would wait for its next
 // loop (loop_wait, 10 s by default). Disruptive: a running PostgreSQL restarts.
-// Params: none; the ladder step's `timeout` bounds the request.
+// Params: `when_down: true` restarts only when nothing accepts TCP connections on
+// PostgreSQL's listen address (checked afresh; otherwise nothing to do). The ladder
+// step's `timeout` bounds the request.
 #pragma once
 
 #include <memory>

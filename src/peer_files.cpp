@@ -16,6 +16,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "src/api_server.hpp"
+#include "src/fd.hpp"
 #include "src/sha256.hpp"
 #include "src/worker.hpp"
 
@@ -24,16 +25,6 @@ namespace fener {
 namespace {
 
 constexpr std::string_view kFilesPath = "/v1/peer/files";
-
-struct Fd {
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int fd;
-};
 
 bool has_component(std::string_view name, std::string_view comp) {
   std::size_t start = 0;

@@ -293,8 +293,13 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
     record["outcome"] = "nothing_to_do";
     record["duration_ms"] = ms_since(started);
     audit_.write(record);
-    states_[index].skip_step();
     busy_ = false;
+    if (states_[index].in_chain()) {
+      // The step before changed something: let it settle rather than judge old results.
+      states_[index].hold(rule, Clock::now());
+      co_return;
+    }
+    states_[index].skip_step();
     if (!stopped_) evaluate(index);
     co_return;
   }

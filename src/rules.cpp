@@ -323,6 +323,7 @@ Verdict RuleState::decide(const Rule& rule, TimePoint now) {
 }
 
 void RuleState::acted(const Rule& rule, TimePoint now) {
+  in_chain_ = false;
   ++attempts_;
   actions_.push_back(now);
   while (!actions_.empty() && actions_.front() + rule.window <= now) actions_.pop_front();
@@ -337,14 +338,17 @@ void RuleState::chained(TimePoint now) {
   ++step_;
   attempts_ = 0;
   chained_ = true;
+  in_chain_ = true;
 }
 
 void RuleState::skip_step() {
+  in_chain_ = false;
   ++step_;
   attempts_ = 0;
 }
 
 void RuleState::hold(const Rule& rule, TimePoint now) {
+  in_chain_ = false;
   settle_until_ = now + rule.settle;
   match_streak_ = 0;
   recent_matches_.clear();

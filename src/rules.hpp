@@ -117,6 +117,9 @@ class RuleState {
   // Nothing was done (a guard refused, the lock was held): wait `settle` before trying
   // again, without using an attempt.
   void hold(const Rule& rule, TimePoint now);
+  // True between chained() and the next acted/hold/skip: the step running now was
+  // reached by a chain, right after another step changed something.
+  bool in_chain() const { return in_chain_; }
   // Gave up has been announced; stay quiet until recovery or reset.
   void gave_up();
   // An operator's `fener rules reset`: forget attempts, actions and giving up.
@@ -142,6 +145,7 @@ class RuleState {
   bool gave_up_announced_ = false;
   bool recovered_pending_ = false;
   bool chained_ = false;
+  bool in_chain_ = false;
   TimePoint settle_until_{};
 };
 

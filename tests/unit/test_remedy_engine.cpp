@@ -136,3 +136,18 @@ TEST_CASE("a no-op step moves on at once; a destructive step needs mode full") {
   CHECK(recs[2]["event"] == "gave_up");
   CHECK(recs[2]["reason"].get<std::string>().find("needs mode full") != std::string::npos);
 }
+
+TEST_CASE("a chain that ends in a no-op settles instead of running on to the end") {
+  Harness h(Mode::safe);
+  std::vector<Rule> rules;
+  Rule r = h.rule({{Risk::safe, true}, {Risk::safe, false}, {Risk::safe, true}});
+  r.ladder[0].chain = true;
+  rules.push_back(std::move(r));
+  auto recs = h.feed_and_run(std::move(rules));
+  CHECK(h.runs[0] == 1);
+  CHECK(h.runs[1] == 1);
+  CHECK(h.runs[2] == 0);
+  REQUIRE(recs.size() == 2);
+  CHECK(recs[0]["chained_to"] == "fake1");
+  CHECK(recs[1]["outcome"] == "nothing_to_do");
+}
