@@ -503,11 +503,9 @@ Config load_config(const LoadOptions& opts) {
   if (api) read_api(*api, cfg);
   if (!cfg.pg_data_dir.empty()) cfg.peer_files.push_back({"data_dir", cfg.pg_data_dir, {".*.swp"}});
   if (root) read_peer_files(*root, cfg);
-  cfg.state_dir = kDefaultStateDir;
   cfg.audit_file = std::string(kDefaultStateDir) + "/audit.jsonl";
   if (audit) {
     if (auto v = audit->str("file")) cfg.audit_file = *v;
-    if (auto v = audit->str("state_dir")) cfg.state_dir = *v;
     audit->finish();
   }
   if (lock) {

@@ -104,7 +104,6 @@ struct Config {
   ApiConfig api;
   std::vector<PeerFileRoot> peer_files;
   std::string audit_file;  // JSON lines; "" = only the normal log
-  std::string state_dir;   // where rule state survives restarts; "" = memory only
   Duration lock_ttl{std::chrono::seconds(60)};
   // How to restart a service where systemd does not run (service_restart's default
   // `command` for that service): name -> argv.
