@@ -153,6 +153,16 @@ rules:
             raise AssertionError(f"fener on {self.node} exited {self.proc.returncode}:\n{self.text()}")
         return "running on node" in self.text() or NotYet(self.text()[-500:])
 
+    def cli(self, *args):
+        """Runs `fener ARGS` with this daemon's configuration; its stdout."""
+        argv = [FENER, *args, "-c", self.config]
+        if self.node != "ha":
+            argv += ["--patroni-config", lab.patroni_config(self.node)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        if p.returncode != 0:
+            raise AssertionError(f"fener {' '.join(args)} exited {p.returncode}: {p.stderr}")
+        return p.stdout
+
     def text(self):
         with open(self.log, errors="replace") as f:
             return f.read()
@@ -424,6 +434,12 @@ class RemediesOnTheLab(unittest.TestCase):
         self.assertIn("needs mode full", gave_up[0]["reason"])
         self.assertFalse(f.records(remedy="patroni_reinit", event="action"))
         self.assertIn("GAVE UP", f.text())
+        # The operator's view and reset, through the daemon's API.
+        shown = json.loads(f.cli("rules", "--json"))
+        phases = {r["rule"]: r["phase"] for r in shown["rules"]}
+        self.assertEqual(phases["postgres_down"], "gave_up", shown)
+        self.assertIn("rule postgres_down reset", f.cli("rules", "reset", "postgres_down"))
+        f.wait_record(5, "reset audited", rule="postgres_down", event="reset")
         f.stop()
         full = Fener(node, mode="full")
         wait_healthy(node, 180, f"{node} reinitialized in mode full")
