@@ -519,11 +519,11 @@ int cmd_rules(const Args& args) {
     return 0;
   }
   std::cout << "node " << body->value("node", "?") << ", mode " << body->value("mode", "?") << "\n";
-  std::printf("%-22s %-18s %-9s %-18s %8s %8s\n", "RULE", "CHECK", "PHASE", "STEP", "ATTEMPTS",
+  std::printf("%-24s %-18s %-9s %-18s %8s %8s\n", "RULE", "CHECK", "PHASE", "STEP", "ATTEMPTS",
               "ACTIONS");
   for (const auto& rule : (*body)["rules"]) {
     const std::string step = rule["step"].is_string() ? rule["step"].get<std::string>() : "-";
-    std::printf("%-22s %-18s %-9s %-18s %8d %5d/%-2d\n", rule.value("rule", "").c_str(),
+    std::printf("%-24s %-18s %-9s %-18s %8d %5d/%-2d\n", rule.value("rule", "").c_str(),
                 rule.value("check", "").c_str(), rule.value("phase", "").c_str(), step.c_str(),
                 rule.value("attempts_on_step", 0), rule.value("actions_in_window", 0),
                 rule.value("max_actions", 0));

@@ -112,6 +112,8 @@ void RemedyEngine::on_result(const CheckState& st) {
   const auto now = Clock::now();
   for (std::size_t i = 0; i < rules_.size(); ++i) {
     if (rules_[i].when.check != st.name) continue;
+    // While this rule's remedy runs, its fix is landing: such results are not judged.
+    if (busy_ && acting_ == i) continue;
     states_[i].observe(rules_[i], st.last, now);
     evaluate(i);
   }
@@ -184,6 +186,7 @@ void RemedyEngine::evaluate(std::size_t index) {
     }
     if (busy_) return;  // one action at a time on a node; the next result asks again
     busy_ = true;
+    acting_ = index;
     json f = base;
     f["step"] = v.step + 1;
     asio::co_spawn(io_, act_guarded(index, v.step, std::move(f)), asio::detached);

@@ -60,6 +60,7 @@ class RemedyEngine {
   std::map<std::string, CheckResult> latest_;
   std::vector<std::string> skipped_notes_;  // per rule: why steps were skipped, for give_up
   bool busy_ = false;
+  std::size_t acting_ = 0;  // the rule whose action runs, while busy_
   bool stopped_ = false;
 };
 

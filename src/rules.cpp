@@ -291,7 +291,7 @@ void RuleState::observe(const Rule& rule, const CheckResult& r, TimePoint now) {
 Verdict RuleState::decide(const Rule& rule, TimePoint now) {
   if (recovered_pending_) {
     recovered_pending_ = false;
-    return {Verdict::recovered, 0, "the trigger no longer matches"};
+    return {Verdict::recovered, 0, "its check passes again"};
   }
   if (chained_) {
     chained_ = false;
