@@ -158,7 +158,6 @@ void RemedyEngine::evaluate(std::size_t index) {
       rec["event"] = "gave_up";
       rec["reason"] = why;
       audit_.write(std::move(rec));
-      state.gave_up();
       return;
     }
     const LadderStep& step = rule.ladder[v.step];

@@ -274,7 +274,7 @@ void RuleState::observe(const Rule& rule, const CheckResult& r, TimePoint now) {
       active_ = false;
       step_ = 0;
       attempts_ = 0;
-      gave_up_ = gave_up_announced_ = false;
+      gave_up_ = false;
       recent_matches_.clear();
     }
   } else {
@@ -352,10 +352,6 @@ void RuleState::hold(const Rule& rule, TimePoint now) {
   settle_until_ = now + rule.settle;
   match_streak_ = 0;
   recent_matches_.clear();
-}
-
-void RuleState::gave_up() {
-  gave_up_announced_ = true;
 }
 
 void RuleState::reset() {

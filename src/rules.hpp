@@ -120,8 +120,6 @@ class RuleState {
   // True between chained() and the next acted/hold/skip: the step running now was
   // reached by a chain, right after another step changed something.
   bool in_chain() const { return in_chain_; }
-  // Gave up has been announced; stay quiet until recovery or reset.
-  void gave_up();
   // An operator's `fener rules reset`: forget attempts, actions and giving up.
   void reset();
 
@@ -142,7 +140,6 @@ class RuleState {
   int attempts_ = 0;
   bool active_ = false;  // the fault was seen since the last recovery
   bool gave_up_ = false;
-  bool gave_up_announced_ = false;
   bool recovered_pending_ = false;
   bool chained_ = false;
   bool in_chain_ = false;

@@ -101,7 +101,6 @@ TEST_CASE("attempts repeat a step before escalating; the ladder's end gives up")
   auto v = s.feed(Status::critical);
   CHECK(v.kind == Verdict::give_up);
   CHECK(v.reason.find("every remedy") != std::string::npos);
-  s.state.gave_up();
   CHECK(s.state.phase(s.now) == Phase::gave_up);
   // Quiet while given up.
   CHECK(s.feed(Status::critical).kind == Verdict::none);
