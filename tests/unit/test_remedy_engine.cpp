@@ -2,10 +2,9 @@
 // that fail when facts cannot be learnt, no-op steps moving on, the audit records.
 #include <doctest/doctest.h>
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
+#include <future>
 
 #include <boost/asio/io_context.hpp>
 
@@ -75,14 +74,15 @@ struct Harness {
     st.last = CheckResult::make(Status::critical, "broken");
     engine.on_result(st);
     io.run();
-    audit.reset();  // flush: the worker writes in order; wait for it below
+    // The worker has one thread and runs jobs in order: once this marker has run, every
+    // audit line queued before it is on disk.
+    std::promise<void> drained;
+    asio::post(worker.pool(), [&drained] { drained.set_value(); });
+    drained.get_future().wait();
     std::vector<json> out;
-    for (int i = 0; i < 200 && out.empty(); ++i) {
-      std::ifstream in(audit_path);
-      std::string line;
-      while (std::getline(in, line)) out.push_back(json::parse(line));
-      if (out.empty()) usleep(10000);
-    }
+    std::ifstream in(audit_path);
+    std::string line;
+    while (std::getline(in, line)) out.push_back(json::parse(line));
     return out;
   }
 };
