@@ -9,14 +9,16 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lab.lab import (ETCD_CLIENT_PORT, ETCD_PEER_PORT, LEADER_ROLES, NODES, PATRONI_NODES,  # noqa: E402
-                     PATRONI_PORT, PG_PORT, Lab, pid_alive, proc_comm, proc_state)
+from lab.lab import (ETCD_CLIENT_PORT, ETCD_PEER_PORT, HAPROXY_NODE, HAPROXY_PORTS, LEADER_ROLES,  # noqa: E402
+                     NODES, PATRONI_NODES, PATRONI_PORT, PG_PORT, Lab, NotYet, pid_alive, proc_comm,
+                     proc_state)
 
 
 def port_free(addr, port):
@@ -29,6 +31,19 @@ def port_free(addr, port):
         return False
     finally:
         s.close()
+
+
+def psql_via_haproxy(lab, port):
+    """(pg_is_in_recovery, server address) of a session opened through HAProxy, or NotYet."""
+    # No PG* from the environment: it could redirect the connection.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGPASSWORD=lab.pg_passwords["superuser"], PGCONNECT_TIMEOUT="2")
+    r = subprocess.run(["psql", f"host={lab.address(HAPROXY_NODE)} port={port} user=postgres dbname=postgres",
+                        "-Atc", "select pg_is_in_recovery(), inet_server_addr()"],
+                       env=env, capture_output=True, text=True, timeout=10)
+    if r.returncode != 0:
+        return NotYet(f"psql via port {port}: rc {r.returncode}: {r.stderr.strip()}")
+    return tuple(r.stdout.strip().split("|"))
 
 
 class LabSmokeTest(unittest.TestCase):
@@ -82,6 +97,24 @@ class LabSmokeTest(unittest.TestCase):
                 self.assertIn(f'ETCD_NAME="{node}"\n', text)
                 self.assertIn('ETCD_ENABLE_V2="true"\n', text)
 
+            # --- HAProxy on ha: the httpchk primary front end routes to the leader
+            self.assertEqual(proc_comm(lab.haproxy_pid()), "haproxy")
+            self.assertIn("Name: HAProxy", lab.haproxy_cmd("show info"))
+            self.assertEqual(summary["haproxy"]["socket"], lab.haproxy_socket())
+            self.assertEqual(lab.haproxy_port("primary_httpchk"), 5002)
+            lead_addr = lab.address(leader)
+
+            def on_leader():
+                r = psql_via_haproxy(lab, lab.haproxy_port("primary_httpchk"))
+                return r if r == ("f", lead_addr) else NotYet(r)
+            got = lab.wait_for(on_leader, 30, "a session through HAProxy primary_httpchk on the leader",
+                               logs=[lab.haproxy_log()])
+            self.assertEqual(got, ("f", lead_addr))
+            lab.stop_haproxy()
+            with self.assertRaises(OSError):
+                lab.haproxy_cmd("show info")
+            lab.start_haproxy()
+
             # --- one etcd member down: the other two keep quorum; it rejoins
             old = lab.stop_etcd("ha")
             self.assertFalse(pid_alive(old))
@@ -122,13 +155,15 @@ class LabSmokeTest(unittest.TestCase):
         alive = [(k, n, p) for k, n, p in started if pid_alive(p)]
         self.assertEqual(alive, [])
         kinds = {k for k, _, _ in started}
-        self.assertTrue({"etcd", "runuser", "patroni", "postmaster"} <= kinds, kinds)
+        self.assertTrue({"etcd", "runuser", "patroni", "postmaster", "haproxy"} <= kinds, kinds)
         if os.environ.get("FENER_LAB_KEEP") != "1":
             self.assertFalse(os.path.exists(lab.dir))
         busy = [(lab.addr[n], p) for n in NODES for p in (ETCD_CLIENT_PORT, ETCD_PEER_PORT)
                 if not port_free(lab.addr[n], p)]
         busy += [(lab.addr[n], p) for n in PATRONI_NODES for p in (PATRONI_PORT, PG_PORT)
                  if not port_free(lab.addr[n], p)]
+        busy += [(lab.addr[HAPROXY_NODE], p) for p in HAPROXY_PORTS.values()
+                 if not port_free(lab.addr[HAPROXY_NODE], p)]
         self.assertEqual(busy, [])
         tm = lab.timings
         print(f"\nlab: healthy after {t_healthy:.1f}s (stale cleanup {tm['stale_cleanup']:.1f}s, "

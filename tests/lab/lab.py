@@ -2,7 +2,7 @@
 """A real etcd + Patroni + PostgreSQL cluster on loopback addresses, for fener's tests.
 
 Nodes (as in docs: ha, kaptan1, kaptan2) get one loopback address each, NET.1..NET.3:
-  ha      etcd
+  ha      etcd, HAProxy (5000-5003, stats socket ha/haproxy.sock)
   kaptan1 etcd, Patroni + PostgreSQL 15
   kaptan2 etcd, Patroni + PostgreSQL 15
 
@@ -39,6 +39,7 @@ import urllib.request
 ETCD_BIN = "/usr/bin/etcd"
 PATRONI_BIN = "/usr/bin/patroni"
 PG_BIN_DIR = "/usr/lib/postgresql/15/bin"
+HAPROXY_BIN = "/usr/sbin/haproxy"
 RUNUSER = "/usr/sbin/runuser" if os.path.exists("/usr/sbin/runuser") else "/sbin/runuser"
 
 NODES = ("ha", "kaptan1", "kaptan2")
@@ -46,8 +47,16 @@ PATRONI_NODES = ("kaptan1", "kaptan2")
 SCOPE = "liman"
 ETCD_CLIENT_PORT, ETCD_PEER_PORT = 2379, 2380
 PATRONI_PORT, PG_PORT = 8008, 5432
+HAPROXY_NODE = "ha"
+# HAProxy front ends on the ha node: the agent design (fener's agent-check listener on
+# AGENT_PORT of each DB node says up/down) next to the usual Patroni httpchk design.
+HAPROXY_PORTS = {"primary": 5000, "replicas": 5001, "primary_httpchk": 5002, "replicas_httpchk": 5003}
+AGENT_PORT = 8010
 # Patroni 3.0.2 says "master", Patroni 4 "primary"; /cluster says "leader".
 LEADER_ROLES = ("leader", "master", "primary", "standby_leader")
+
+# What the control socket can restart (lab.py ctl --dir D restart KIND NODE).
+SERVICES = ("etcd", "patroni", "haproxy")
 
 PIDS_HEADER = "# fener-lab pids v1"
 TMP_PREFIX = "fener-lab-"
@@ -255,7 +264,7 @@ def to_yaml(obj, indent=0):
 class Lab:
     """A 3-member etcd + 2-node Patroni cluster on NET.1 (ha), NET.2 (kaptan1), NET.3 (kaptan2)."""
 
-    def __init__(self, net=None, lab_dir=None, rest_user="fener", rest_password=None):
+    def __init__(self, net=None, lab_dir=None, rest_user="fener", rest_password=None, haproxy=True):
         self.net = net or os.environ.get("FENER_LAB_NET") or "127.0.1"
         self.addr = {}
         for i, node in enumerate(NODES, start=1):
@@ -278,6 +287,7 @@ class Lab:
         self._procs = {}         # (kind, node) -> latest Popen (etcd or runuser)
         self._popens = []        # every Popen ever made
         self._patroni_pid = {}   # node -> pid of the patroni process (runuser's child)
+        self.with_haproxy = haproxy  # HAProxy on the ha node (see haproxy_settings)
         self._started = []       # (kind, node, pid) of everything ever started/seen
         self._started_lock = threading.Lock()
         self._stopping = False
@@ -326,6 +336,23 @@ class Lab:
         """postgres-owned: unix sockets and pgpass."""
         return os.path.join(self.dir, node, "run")
 
+    def haproxy_config(self):
+        return os.path.join(self.dir, HAPROXY_NODE, "haproxy.cfg")
+
+    def haproxy_socket(self):
+        """HAProxy's stats socket (level admin): `show servers state`, `disable server`, ..."""
+        return os.path.join(self.dir, HAPROXY_NODE, "haproxy.sock")
+
+    def haproxy_log(self):
+        return os.path.join(self.dir, HAPROXY_NODE, "haproxy.log")
+
+    def haproxy_port(self, name):
+        """Port of the HAProxy front end name (primary, replicas, primary_httpchk,
+        replicas_httpchk) on the ha node's address."""
+        if name not in HAPROXY_PORTS:
+            raise LabError(f"unknown HAProxy front end {name!r}; expected one of {tuple(HAPROXY_PORTS)}")
+        return HAPROXY_PORTS[name]
+
     def rest_url(self, node, path=""):
         return f"http://{self.addr[node]}:{PATRONI_PORT}{path}"
 
@@ -367,6 +394,9 @@ class Lab:
                           f"etcd /health on ha ({self.etcd_url('ha', '/health')})",
                           logs=[self.etcd_log(n) for n in NODES], procs=[("etcd", n) for n in NODES])
             self.timings["etcd_healthy"] = time.monotonic() - t0
+            if self.with_haproxy:
+                # Independent of the cluster: its servers are simply DOWN until PostgreSQL runs.
+                self.start_haproxy()
 
             self.start_patroni("kaptan1", wait=False)
             self.wait_for(lambda: self._is_running_leader("kaptan1"), deadline - time.monotonic(),
@@ -394,7 +424,7 @@ class Lab:
         return os.path.join(self.dir, "ctl.sock")
 
     def serve_control(self):
-        """Serves `lab.py ctl --dir D restart {etcd|patroni} NODE` on a unix socket in the lab
+        """Serves `lab.py ctl --dir D restart {etcd|patroni|haproxy} NODE` on a unix socket in the lab
         dir: fener's service_restart runs that command where a real node runs systemctl.
         The lab itself restarts the process, so it keeps owning (and later ending) every pid."""
         if getattr(self, "_ctl", None):
@@ -411,8 +441,8 @@ class Lab:
                 conn.settimeout(120)
                 try:
                     words = conn.makefile().readline().split()
-                    if len(words) != 3 or words[0] != "restart" or words[1] not in ("etcd", "patroni"):
-                        raise LabError(f"expected: restart etcd|patroni NODE, got {words}")
+                    if len(words) != 3 or words[0] != "restart" or words[1] not in SERVICES:
+                        raise LabError(f"expected: restart etcd|patroni|haproxy NODE, got {words}")
                     self.restart_service(words[1], words[2])
                     conn.sendall(b"ok\n")
                 except Exception as e:  # report every failure to the caller
@@ -436,6 +466,12 @@ class Lab:
                 if self.etcd_pid(node):
                     self.stop_etcd(node)
                 self.start_etcd(node, wait=False)
+            elif kind == "haproxy":
+                if node != HAPROXY_NODE:
+                    raise LabError(f"HAProxy runs on {HAPROXY_NODE}, not {node!r}")
+                if self.haproxy_pid():
+                    self.stop_haproxy()
+                self.start_haproxy()  # back when the stats socket answers, as systemd's notify
             else:
                 if self.patroni_pid(node):
                     self.stop_patroni(node)
@@ -489,6 +525,9 @@ class Lab:
         # Watchers first (fener), so that nothing tries to heal the cluster while it stops.
         watchers = [p for k, _, p in self.started() if k == "fener" and pid_alive(p)]
         terminate_pids(watchers, timeout=40.0, reap=self._reap)
+        # Then the proxy: clients stop reaching the databases before they go away.
+        if self.haproxy_pid():
+            terminate_pids([self.haproxy_pid()], timeout=20.0, reap=self._reap)
         # Patroni first, all nodes at once: each stops its own PostgreSQL and needs etcd
         # for that; stopping them together avoids a pointless failover to the other node.
         t0 = time.monotonic()
@@ -557,6 +596,8 @@ class Lab:
     def _check_ports_free(self):
         wanted = [(self.addr[n], p) for n in NODES for p in (ETCD_CLIENT_PORT, ETCD_PEER_PORT)]
         wanted += [(self.addr[n], p) for n in PATRONI_NODES for p in (PATRONI_PORT, PG_PORT)]
+        if self.with_haproxy:
+            wanted += [(self.addr[HAPROXY_NODE], p) for p in HAPROXY_PORTS.values()]
         busy = []
         for addr, port in wanted:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -640,6 +681,47 @@ class Lab:
             "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
         }
 
+    def haproxy_cfg_text(self):
+        """haproxy.cfg of the ha node: the agent design (primary, replicas) beside the
+        usual Patroni httpchk design (primary_httpchk, replicas_httpchk) for comparison."""
+        ha = self.addr[HAPROXY_NODE]
+        lines = [
+            "# fener lab: HAProxy on the ha node",
+            "global",
+            f"    stats socket {self.haproxy_socket()} mode 600 level admin",
+            "    stats timeout 30s",
+            # Foreground (-db): the log goes to stdout, i.e. haproxy.log of the lab.
+            "    log stdout format raw local0 info",
+            "",
+            "defaults",
+            "    mode tcp",
+            "    log global",
+            "    option tcplog",
+            "    timeout connect 2s",
+            # psql sessions may idle for a long time.
+            "    timeout client 30m",
+            "    timeout server 30m",
+            "    timeout check 1s",
+        ]
+        for role in ("primary", "replicas"):
+            send = "primary" if role == "primary" else "replica"
+            lines += ["", f"listen {role}", f"    bind {ha}:{HAPROXY_PORTS[role]}",
+                      # A plain TCP check on 5432; the agent on 8010 says whether this node
+                      # may take this kind of traffic. An unreachable agent changes nothing.
+                      "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions"]
+            for n in PATRONI_NODES:
+                a = self.addr[n]
+                lines.append(f"    server {n} {a}:{PG_PORT} check agent-check agent-addr {a} "
+                             f"agent-port {AGENT_PORT} agent-inter 500ms agent-send \"{send}\\n\"")
+        for role, path in (("primary_httpchk", "/primary"), ("replicas_httpchk", "/replica")):
+            lines += ["", f"listen {role}", f"    bind {ha}:{HAPROXY_PORTS[role]}",
+                      f"    option httpchk OPTIONS {path}",
+                      "    http-check expect status 200",
+                      "    default-server inter 1s fall 3 rise 2 on-marked-down shutdown-sessions"]
+            for n in PATRONI_NODES:
+                lines.append(f"    server {n} {self.addr[n]}:{PG_PORT} maxconn 100 check port {PATRONI_PORT}")
+        return "\n".join(lines) + "\n"
+
     def _write_configs(self):
         pg = pwd.getpwnam("postgres")
         for node in NODES:
@@ -660,6 +742,9 @@ class Lab:
                 f.write(f"# fener lab: Patroni for {node}\n")
                 f.write(to_yaml(self.patroni_settings(node)) + "\n")
             os.chmod(self.patroni_config(node), 0o644)
+        if self.with_haproxy:
+            with open(self.haproxy_config(), "w") as f:
+                f.write(self.haproxy_cfg_text())
 
     def summary(self):
         return {
@@ -686,6 +771,11 @@ class Lab:
                         "unix_socket_dir": self.run_dir(n)} if n in PATRONI_NODES else {}),
                 } for n in NODES
             },
+            **({"haproxy": {"node": HAPROXY_NODE,
+                            "config": self.haproxy_config(),
+                            "socket": self.haproxy_socket(),
+                            "log": self.haproxy_log(),
+                            "ports": dict(HAPROXY_PORTS)}} if self.with_haproxy else {}),
         }
 
     def write_summary(self):
@@ -815,6 +905,64 @@ class Lab:
         """Member names from the v2 members API of node."""
         data = http_json(self.etcd_url(node, "/v2/members"))
         return sorted(m.get("name", "") for m in data.get("members", []))
+
+    # ---------------------------------------------------------------- HAProxy
+
+    def haproxy_pid(self):
+        p = self._procs.get(("haproxy", HAPROXY_NODE))
+        return p.pid if p and p.poll() is None else None
+
+    def start_haproxy(self, wait=True, timeout=20.0):
+        """Start HAProxy in the foreground (-db, no daemon, no master: the pid is HAProxy
+        itself); wait=True waits until the stats socket answers."""
+        if not self.with_haproxy:
+            raise LabError("this lab runs without HAProxy (Lab(haproxy=False))")
+        if self.haproxy_pid():
+            raise LabError(f"HAProxy is already running (pid {self.haproxy_pid()})")
+        # A socket file left by a killed HAProxy would make the wait below pass on nothing.
+        if os.path.exists(self.haproxy_socket()):
+            os.unlink(self.haproxy_socket())
+        argv = [HAPROXY_BIN, "-db", "-f", self.haproxy_config()]
+        self._spawn("haproxy", HAPROXY_NODE, argv, self.haproxy_log(), self._child_env(("HAPROXY",)))
+        if wait:
+            self.wait_for(lambda: "Pid:" in self.haproxy_cmd("show info"), timeout,
+                          f"HAProxy stats socket {self.haproxy_socket()}",
+                          logs=[self.haproxy_log()], procs=[("haproxy", HAPROXY_NODE)])
+        return self.haproxy_pid()
+
+    def stop_haproxy(self, sig=signal.SIGTERM, timeout=20.0):
+        """Stop HAProxy by pid (SIGTERM: hard stop, sessions closed) and wait for its exit."""
+        pid = self.haproxy_pid()
+        if pid is None:
+            raise LabError("HAProxy is not running")
+        if terminate_pids([pid], timeout=timeout, sig=sig, reap=self._reap):
+            raise LabError(f"HAProxy (pid {pid}) did not exit")
+        return pid
+
+    def haproxy_cmd(self, cmd, timeout=5.0):
+        """Send one command to HAProxy's stats socket and return its whole answer as text.
+        Raises OSError if HAProxy does not listen there."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+            c.settimeout(timeout)
+            c.connect(self.haproxy_socket())
+            c.sendall(cmd.rstrip("\n").encode() + b"\n")
+            chunks = []
+            while True:  # without `prompt`, HAProxy answers one command and closes
+                data = c.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+        return b"".join(chunks).decode(errors="replace")
+
+    def haproxy_servers(self):
+        """{(backend, server): {"op_state": int, "admin_state": int}} from `show servers state`
+        (op_state 2 = UP, 0 = DOWN; admin_state 0 = ready)."""
+        out = {}
+        for line in self.haproxy_cmd("show servers state").splitlines():
+            f = line.split()
+            if len(f) > 6 and not line.startswith("#") and f[0].isdigit():
+                out[(f[1], f[3])] = {"op_state": int(f[5]), "admin_state": int(f[6])}
+        return out
 
     # ---------------------------------------------------------------- Patroni
 
@@ -1001,7 +1149,8 @@ class Lab:
         last = None
         while True:
             for kind, node in procs:
-                alive = self.patroni_pid(node) if kind == "patroni" else self.etcd_pid(node)
+                alive = self.patroni_pid(node) if kind == "patroni" else \
+                    self.haproxy_pid() if kind == "haproxy" else self.etcd_pid(node)
                 if not alive:
                     raise LabError(self._explain(f"{kind} on {node} exited while waiting for {what}",
                                                  last, logs))
@@ -1142,7 +1291,7 @@ def lab_processes(d):
         prog = os.path.basename(cmd[0])
         # PostgreSQL tools too: Patroni's initdb / pg_basebackup / pg_rewind children outlive
         # a Patroni killed mid-bootstrap, still writing into the lab dir.
-        if prog in ("etcd", "postgres", "runuser") or cmd[0].startswith(PG_BIN_DIR + "/") or \
+        if prog in ("etcd", "postgres", "runuser", "haproxy") or cmd[0].startswith(PG_BIN_DIR + "/") or \
                 (prog.startswith("python") and any(a.endswith("/patroni") for a in cmd)):
             found.append(pid)
     return found
@@ -1159,7 +1308,7 @@ def cleanup_stale_labs(extra_dirs=()):
         _, entries = _read_pids(d)
         pids = []
         # Patroni before PostgreSQL before etcd, as in a normal teardown.
-        for kind in ("patroni", "runuser", "postmaster", "etcd"):
+        for kind in ("haproxy", "patroni", "runuser", "postmaster", "etcd"):
             pids = [p for k, _, p in entries if k == kind and pid_alive(p) and cmdline_mentions(p, d)]
             if kind == "postmaster":
                 pids += [p for p in (_postmaster_pid(x) for x in glob.glob(os.path.join(d, "*", "data")))
@@ -1194,6 +1343,10 @@ def _print_summary(lab):
         print(f"  {n:8} {info['address']:12} etcd.conf={info['etcd_env_file']}")
         if "patroni_config" in info:
             print(f"  {'':8} {'':12} patroni.yml={info['patroni_config']}")
+    if "haproxy" in s:
+        h = s["haproxy"]
+        ports = " ".join(f"{k}={v}" for k, v in h["ports"].items())
+        print(f"  HAProxy on {h['node']}: {ports}  socket={h['socket']}")
     print(f"  summary JSON: {os.path.join(s['dir'], 'lab.json')}")
     print("  Ctrl-C or SIGTERM to stop.", flush=True)
 
@@ -1208,7 +1361,7 @@ def main(argv=None):
     ctl = sub.add_parser("ctl", help="ask a running lab to restart one of its processes")
     ctl.add_argument("--dir", required=True, help="the lab dir")
     ctl.add_argument("action", choices=["restart"])
-    ctl.add_argument("kind", choices=["etcd", "patroni"])
+    ctl.add_argument("kind", choices=list(SERVICES))
     ctl.add_argument("node")
     args = ap.parse_args(argv)
 
