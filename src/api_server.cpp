@@ -59,31 +59,6 @@ bool safe_header_text(std::string_view s) {
   return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == 0; });
 }
 
-tcp::endpoint parse_listen(const std::string& listen) {
-  std::string host, port;
-  if (!listen.empty() && listen.front() == '[') {
-    const auto close = listen.find(']');
-    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':')
-      throw std::invalid_argument("expected [address]:port, got \"" + listen + "\"");
-    host = listen.substr(1, close - 1);
-    port = listen.substr(close + 2);
-  } else {
-    const auto colon = listen.rfind(':');
-    if (colon == std::string::npos || listen.find(':') != colon)
-      throw std::invalid_argument("expected address:port, got \"" + listen + "\"");
-    host = listen.substr(0, colon);
-    port = listen.substr(colon + 1);
-  }
-  if (host == "localhost") host = "127.0.0.1";
-  if (port.empty() || port.size() > 5 ||
-      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
-    throw std::invalid_argument("expected a port number in \"" + listen + "\"");
-  boost::system::error_code ec;
-  const auto addr = asio::ip::make_address(host, ec);
-  if (ec) throw std::invalid_argument("expected an IP address in \"" + listen + "\"");
-  return {addr, static_cast<unsigned short>(std::stoi(port))};
-}
-
 struct Route {
   std::string method;
   std::string path;
@@ -121,6 +96,31 @@ std::string remote_of(const tcp::socket& s) {
 }
 
 }  // namespace
+
+asio::ip::tcp::endpoint parse_listen(const std::string& listen) {
+  std::string host, port;
+  if (!listen.empty() && listen.front() == '[') {
+    const auto close = listen.find(']');
+    if (close == std::string::npos || close + 1 >= listen.size() || listen[close + 1] != ':')
+      throw std::invalid_argument("expected [address]:port, got \"" + listen + "\"");
+    host = listen.substr(1, close - 1);
+    port = listen.substr(close + 2);
+  } else {
+    const auto colon = listen.rfind(':');
+    if (colon == std::string::npos || listen.find(':') != colon)
+      throw std::invalid_argument("expected address:port, got \"" + listen + "\"");
+    host = listen.substr(0, colon);
+    port = listen.substr(colon + 1);
+  }
+  if (host == "localhost") host = "127.0.0.1";
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos || std::stoi(port) > 65535)
+    throw std::invalid_argument("expected a port number in \"" + listen + "\"");
+  boost::system::error_code ec;
+  const auto addr = asio::ip::make_address(host, ec);
+  if (ec) throw std::invalid_argument("expected an IP address in \"" + listen + "\"");
+  return {addr, static_cast<unsigned short>(std::stoi(port))};
+}
 
 std::optional<std::string> ApiRequest::header(std::string_view name) const {
   for (const auto& [n, v] : headers)

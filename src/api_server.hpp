@@ -16,6 +16,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <nlohmann/json.hpp>
 
 #include "src/yaml_reader.hpp"
@@ -63,6 +64,10 @@ struct ApiServerOptions {
 // Percent-decodes a request path. nullopt (with why) for malformed escapes, NUL and an
 // encoded '/' (%2F): after decoding no one could tell it from a real separator.
 std::optional<std::string> decode_request_path(std::string_view raw, std::string* why = nullptr);
+
+// "address:port" or "[v6]:port" ("localhost" = 127.0.0.1) as an endpoint to bind;
+// std::invalid_argument with what is wrong otherwise.
+asio::ip::tcp::endpoint parse_listen(const std::string& listen);
 
 // True when header_value is "Bearer <token>" with exactly that token (constant time).
 bool bearer_token_matches(std::string_view header_value, std::string_view token);

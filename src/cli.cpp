@@ -16,16 +16,21 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include "checks/registry.hpp"
 #include "remedies/registry.hpp"
+#include "src/agent_policy.hpp"
+#include "src/agent_server.hpp"
 #include "src/api_server.hpp"
 #include "src/audit.hpp"
 #include "src/config.hpp"
+#include "src/events.hpp"
 #include "src/http_client.hpp"
+#include "src/leader_watch.hpp"
 #include "src/output.hpp"
 #include "src/peer_files.hpp"
 #include "src/remedy_engine.hpp"
@@ -299,6 +304,15 @@ class Daemon {
         return 1;
       }
     }
+    start_leader_watch();
+    if (!cfg_->agent.listen.empty()) {
+      try {
+        start_agent();
+      } catch (const std::exception& e) {
+        spdlog::error("cannot listen on {} (agent.listen): {}", cfg_->agent.listen, e.what());
+        return 1;
+      }
+    }
     asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
     wait_signal(signals);
     spdlog::info("fener {} running on node {} in mode {} with {} checks ({}) and {} rules ({})",
@@ -327,14 +341,27 @@ class Daemon {
         std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
     if (old) engine_->adopt_state(*old);
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
-    sched_->on_change([](const CheckState& st, std::optional<Status> old_status) {
-      const auto level = st.published == Status::passing   ? spdlog::level::info
-                         : st.published == Status::warning ? spdlog::level::warn
-                                                           : spdlog::level::err;
-      spdlog::log(level, "check {}: {} -> {}: {}", st.name,
-                  old_status ? std::string(to_string(*old_status)) : std::string("(start)"),
-                  to_string(*st.published), st.last.message);
+    sched_->on_change([this](const CheckState& st, std::optional<Status> old_status) {
+      Event e;
+      e.kind = Event::Kind::check;
+      e.node = cfg_->node_name;
+      e.scope = cfg_->scope;
+      e.subject = st.name;
+      e.state = to_string(*st.published);
+      e.previous = old_status ? std::string(to_string(*old_status)) : std::string();
+      e.severity = *st.published;
+      e.summary = "check " + st.name + ": " + (e.previous.empty() ? "(start)" : e.previous) +
+                  " -> " + e.state + ": " + st.last.message;
+      e.details = {
+          {"message", st.last.message}, {"evidence", st.last.evidence}, {"check_type", st.type}};
+      e.at = st.last.at;
+      const auto level = e.severity == Status::passing   ? spdlog::level::info
+                         : e.severity == Status::warning ? spdlog::level::warn
+                                                         : spdlog::level::err;
+      spdlog::log(level, "{}", e.summary);
+      publish(e);
     });
+    engine_->on_event([this](const Event& e) { publish(e); });  // the engine logs its own
     RemedyEngine* engine = engine_.get();
     sched_->on_result([engine](const CheckState& st) { engine->on_result(st); });
     sched_->start();
@@ -369,6 +396,81 @@ class Daemon {
     api_->start();
     spdlog::info("API listening on {}{}", cfg_->api.listen,
                  cfg_->api.token.empty() ? " (no token configured: peer endpoints refuse)" : "");
+  }
+
+  // Every check change and remedy decision, to whoever announces them.
+  void publish(const Event& e) { (void)e; }
+
+  // Patroni's leader key, pushed from etcd: the agent answers from it at once, and the
+  // patroni_node checks run again now rather than at their next interval.
+  void start_leader_watch() {
+    if (cfg_->scope.empty() || cfg_->etcd_endpoints.empty()) return;
+    leader_watch_ = std::make_unique<LeaderWatch>(
+        io_, http_, cfg_->etcd_endpoints, cfg_->scope,
+        [this](const std::optional<std::string>& leader) {
+          spdlog::info("leader key: {}", !leader ? std::string("unknown (etcd unreachable)")
+                                         : leader->empty() ? std::string("none (no leader)")
+                                                           : *leader);
+          chase_patroni(leader);
+        });
+    leader_watch_->start();
+  }
+
+  // Re-runs patroni_node now, then every 200 ms while Patroni's role here disagrees with
+  // the leader key (a promotion or demotion in progress), for at most 30 s: the agent's
+  // answer follows the new role as soon as Patroni reports it.
+  void chase_patroni(const std::optional<std::string>& leader) {
+    const auto generation = ++chase_generation_;
+    asio::co_spawn(
+        io_,
+        [this, generation, leader]() -> asio::awaitable<void> {
+          asio::steady_timer t(io_);
+          const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+          for (bool first = true; std::chrono::steady_clock::now() < deadline; first = false) {
+            if (generation != chase_generation_ || !sched_) co_return;
+            const CheckState* st = patroni_state();
+            if (!st) co_return;
+            if (!first && leader && st->last.evidence.contains("role")) {
+              const std::string role = st->last.evidence.value("role", "");
+              const bool patroni_leader = role == "master" || role == "primary";
+              const bool running = st->last.evidence.value("state_kind", "") == "running";
+              if (patroni_leader == (*leader == cfg_->node_name) && running) co_return;
+            }
+            sched_->run_now(st->name);
+            t.expires_after(std::chrono::milliseconds(200));
+            boost::system::error_code ec;
+            co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          }
+        },
+        asio::detached);
+  }
+
+  const CheckState* patroni_state() const {
+    if (!sched_) return nullptr;
+    for (const auto& st : sched_->states())
+      if (st.type == "patroni_node") return &st;
+    return nullptr;
+  }
+
+  void start_agent() {
+    const AgentConfig& a = cfg_->agent;
+    agent_policy_ = AgentPolicy({a.lag_drain, a.lag_ready, a.maint_during_remedy});
+    AgentServerOptions o;
+    o.listen = a.listen;
+    o.default_role = agent_role_from_string(a.default_role).value_or(AgentRole::primary);
+    o.read_wait = a.read_wait;
+    o.max_connections = static_cast<std::size_t>(a.max_connections);
+    agent_ = std::make_unique<AgentServer>(io_, o, [this](AgentRole role) {
+      AgentFacts f;
+      f.node = cfg_->node_name;
+      const CheckState* st = patroni_state();
+      if (st && st->last.at != std::chrono::system_clock::time_point{}) f.patroni = &st->last;
+      if (leader_watch_) f.leader_key = leader_watch_->leader();
+      if (engine_) f.remedy = engine_->running();
+      return agent_policy_.answer(role, f);
+    });
+    agent_->start();
+    spdlog::info("agent-check listening on {} (default role {})", a.listen, a.default_role);
   }
 
   void wait_signal(asio::signal_set& signals) {
@@ -443,6 +545,9 @@ class Daemon {
     retire(std::move(sched_));
     engine_->stop();
     if (api_) api_->stop();
+    if (agent_) agent_->stop();
+    if (leader_watch_) leader_watch_->stop();
+    ++chase_generation_;
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
@@ -473,6 +578,10 @@ class Daemon {
   std::unique_ptr<Scheduler> sched_;
   std::vector<std::unique_ptr<Scheduler>> retired_;
   std::vector<std::unique_ptr<RemedyEngine>> retired_engines_;
+  std::unique_ptr<LeaderWatch> leader_watch_;
+  std::uint64_t chase_generation_ = 0;
+  AgentPolicy agent_policy_;
+  std::unique_ptr<AgentServer> agent_;
 };
 
 // `fener rules` and `fener rules reset NAME`: talk to the running daemon's API.

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "checks/patroni_node.hpp"
 #include "fener_default_rules.hpp"
 #include "src/envfile.hpp"
 
@@ -246,6 +247,37 @@ void read_api(YamlMap& api, Config& cfg) {
   api.finish();
 }
 
+void read_agent(YamlMap& a, Config& cfg) {
+  if (auto v = a.str("listen")) {
+    if (*v == "off" || v->empty()) {
+      cfg.agent.listen.clear();
+    } else {
+      if (host_of(*v).empty() || port_of(*v, 0) <= 0 || port_of(*v, 0) > 65535)
+        a.fail("listen", "expected host:port such as 127.0.0.1:8010, or off, got \"" + *v + "\"");
+      cfg.agent.listen = *v;
+    }
+  }
+  if (auto v = a.str("default_role")) {
+    static const std::set<std::string> roles = {"primary", "replica", "read-only", "any"};
+    if (!roles.count(*v))
+      a.fail("default_role", "expected primary, replica, read-only or any, got \"" + *v + "\"");
+    cfg.agent.default_role = *v;
+  }
+  if (auto v = read_size_param(a, "lag_drain")) cfg.agent.lag_drain = *v;
+  if (auto v = read_size_param(a, "lag_ready")) cfg.agent.lag_ready = *v;
+  if (cfg.agent.lag_ready > cfg.agent.lag_drain)
+    a.fail(a.has("lag_ready") ? "lag_ready" : "lag_drain",
+           "lag_ready must not exceed lag_drain (a drained replica returns under lag_ready)");
+  if (auto v = a.str("during_remedy")) {
+    if (*v != "maint" && *v != "drain")
+      a.fail("during_remedy", "expected maint or drain, got \"" + *v + "\"");
+    cfg.agent.maint_during_remedy = *v == "maint";
+  }
+  if (auto v = a.integer("max_connections", 1, 100000)) cfg.agent.max_connections = *v;
+  if (auto v = a.duration("read_wait", std::chrono::milliseconds(1))) cfg.agent.read_wait = *v;
+  a.finish();
+}
+
 void read_peer_files(YamlMap& root, Config& cfg) {
   auto list = root.map_list("peer_files");
   if (!list) return;
@@ -359,11 +391,12 @@ Config load_config(const LoadOptions& opts) {
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
-      rules;
+      rules, agent;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
     api = root->map("api");
+    agent = root->map("agent");
     audit = root->map("audit");
     lock = root->map("lock");
     rules = root->map("rules");
@@ -501,6 +534,10 @@ Config load_config(const LoadOptions& opts) {
     cfg.api.token_source = kDefaultTokenFile;
   }
   if (api) read_api(*api, cfg);
+  // The agent answers for a database node: it needs Patroni there.
+  if (!cfg.node_address.empty() && !cfg.patroni_url.empty())
+    cfg.agent.listen = cfg.node_address + ":" + std::to_string(kDefaultAgentPort);
+  if (agent) read_agent(*agent, cfg);
   if (!cfg.pg_data_dir.empty()) cfg.peer_files.push_back({"data_dir", cfg.pg_data_dir, {".*.swp"}});
   if (root) read_peer_files(*root, cfg);
   cfg.audit_file = std::string(kDefaultStateDir) + "/audit.jsonl";

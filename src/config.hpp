@@ -2,6 +2,7 @@
 // patroni.yml and the etcd environment files, over built-in defaults.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
@@ -39,6 +40,17 @@ struct ApiConfig {
   std::string listen;        // host:port; "" when switched off
   std::string token;         // shared secret for peer endpoints; "" disables them
   std::string token_source;  // where the token came from, for messages (never the token)
+};
+
+// The HAProxy agent-check listener (see src/agent_policy.hpp for the answers).
+struct AgentConfig {
+  std::string listen;                    // host:port; "" when off (default NODE:8010 with Patroni)
+  std::string default_role = "primary";  // for clients that send no agent-send line
+  std::int64_t lag_drain = std::int64_t{16} << 20;
+  std::int64_t lag_ready = std::int64_t{4} << 20;
+  bool maint_during_remedy = true;  // during_remedy: maint (default) or drain
+  std::int64_t max_connections = 1024;
+  Duration read_wait{std::chrono::milliseconds(200)};
 };
 
 // Scheduling knobs shared by every check (each may override them).
@@ -102,6 +114,7 @@ struct Config {
   // Remedies.
   Mode mode = Mode::safe;
   ApiConfig api;
+  AgentConfig agent;
   std::vector<PeerFileRoot> peer_files;
   std::string audit_file;  // JSON lines; "" = only the normal log
   Duration lock_ttl{std::chrono::seconds(60)};
@@ -121,6 +134,7 @@ struct Config {
 };
 
 inline constexpr int kDefaultApiPort = 8009;
+inline constexpr int kDefaultAgentPort = 8010;
 
 struct LoadOptions {
   std::optional<std::string> config_file;     // --config

@@ -88,7 +88,7 @@ bool RemedyEngine::reset(const std::string& rule) {
     states_[i].reset();
     skipped_notes_[i].clear();
     spdlog::warn("rule {}: reset by the operator", rule);
-    audit_.write({{"event", "reset"}, {"node", config_->node_name}, {"rule", rule}});
+    announce({{"event", "reset"}, {"node", config_->node_name}, {"rule", rule}});
     return true;
   }
   return false;
@@ -143,7 +143,7 @@ void RemedyEngine::evaluate(std::size_t index) {
       spdlog::info("rule {}: recovered ({})", rule.name, v.reason);
       json rec = base;
       rec["event"] = "recovered";
-      audit_.write(std::move(rec));
+      announce(std::move(rec));
       skipped_notes_[index].clear();
       return;
     }
@@ -157,7 +157,7 @@ void RemedyEngine::evaluate(std::size_t index) {
       json rec = base;
       rec["event"] = "gave_up";
       rec["reason"] = why;
-      audit_.write(std::move(rec));
+      announce(std::move(rec));
       return;
     }
     const LadderStep& step = rule.ladder[v.step];
@@ -178,7 +178,7 @@ void RemedyEngine::evaluate(std::size_t index) {
       rec["remedy"] = step.remedy;
       rec["risk"] = to_string(risk);
       rec["reason"] = note;
-      audit_.write(std::move(rec));
+      announce(std::move(rec));
       skipped_notes_[index] = note;
       state.skip_step();
       continue;
@@ -233,7 +233,7 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   auto done = [&](const std::string& outcome, bool counts) {
     record["outcome"] = outcome;
     record["duration_ms"] = ms_since(started);
-    audit_.write(record);
+    announce(record);
     if (counts)
       states_[index].acted(rule, Clock::now());
     else
@@ -280,6 +280,16 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
 
   spdlog::warn("rule {}: RUNNING {} ({} remedy, attempt {}/{}): {}", rule.name, step.remedy,
                to_string(risk), record["attempt"].get<int>(), step.attempts, plan);
+  {
+    json started_rec = record;
+    started_rec["outcome"] = "started";
+    emit(started_rec);
+  }
+  running_ = step.remedy + " (rule " + rule.name + ")";
+  struct Clear {
+    std::string& s;
+    ~Clear() { s.clear(); }
+  } clear{running_};
   RemedyOutcome outcome;
   if (lock) {
     auto both = co_await (run_bounded(*step.impl, ctx) || lock->keep_alive());
@@ -294,7 +304,7 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
     spdlog::info("rule {}: {}: nothing to do: {}", rule.name, step.remedy, outcome.message);
     record["outcome"] = "nothing_to_do";
     record["duration_ms"] = ms_since(started);
-    audit_.write(record);
+    announce(record);
     busy_ = false;
     if (states_[index].in_chain()) {
       // The step before changed something: let it settle rather than judge old results.
@@ -315,13 +325,49 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
     record["outcome"] = "success";
     record["chained_to"] = rule.ladder[step_index + 1].remedy;
     record["duration_ms"] = ms_since(started);
-    audit_.write(record);
+    announce(record);
     states_[index].chained(Clock::now());
     busy_ = false;
     if (!stopped_) evaluate(index);
     co_return;
   }
   done(outcome.ok ? "success" : "failure", true);
+}
+
+void RemedyEngine::announce(json record) {
+  emit(record);
+  audit_.write(std::move(record));
+}
+
+void RemedyEngine::emit(const json& rec) {
+  if (!on_event_) return;
+  Event e;
+  e.kind = Event::Kind::remedy;
+  e.node = config_->node_name;
+  e.scope = config_->scope;
+  e.subject = rec.value("rule", "");
+  e.at = std::chrono::system_clock::now();
+  const std::string kind = rec.value("event", "");
+  std::string state = kind == "action" ? rec.value("outcome", "") : kind;
+  if (state == "success") state = "succeeded";
+  if (state == "failure") state = "failed";
+  if (state == "lock_held" || state == "lock_error") state = "refused";
+  e.state = state;
+  if (state == "succeeded" || state == "nothing_to_do" || state == "recovered" || state == "reset")
+    e.severity = Status::passing;
+  else if (state == "failed" || state == "gave_up")
+    e.severity = Status::critical;
+  else
+    e.severity = Status::warning;
+  const std::string remedy = rec.value("remedy", "");
+  std::string text = rec.value("reason", "");
+  if (text.empty()) text = rec.value("message", "");
+  e.summary = "rule " + e.subject + ": " + (remedy.empty() ? "" : remedy + " ") + state +
+              (text.empty() ? "" : ": " + text);
+  for (const char* k : {"remedy", "risk", "mode", "attempt", "plan", "outcome", "reason", "message",
+                        "duration_ms", "check", "finding", "chained_to"})
+    if (rec.contains(k)) e.details[k] = rec[k];
+  on_event_(e);
 }
 
 }  // namespace fener

@@ -15,6 +15,7 @@
 
 #include "src/audit.hpp"
 #include "src/config.hpp"
+#include "src/events.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
 
@@ -38,7 +39,13 @@ class RemedyEngine {
   // An operator's reset of a rule; false when no rule has that name.
   bool reset(const std::string& rule);
 
+  // Every decision, as it is audited (plus "started" when a remedy begins to run).
+  void on_event(EventSink sink) { on_event_ = std::move(sink); }
+
   bool busy() const { return busy_; }
+  // The remedy running on this node now, "patroni_restart (rule postgres_down)", or "".
+  // Only while it runs: not while facts are gathered or the lock is asked for.
+  const std::string& running() const { return running_; }
   std::size_t active() const { return busy_ ? 1 : 0; }
   nlohmann::json rules_json() const;
   const std::vector<Rule>& rules() const { return rules_; }
@@ -49,6 +56,8 @@ class RemedyEngine {
   asio::awaitable<void> act_guarded(std::size_t index, std::size_t step, nlohmann::json record);
   bool condition_holds(const StepCondition& c) const;
   void finish_action(std::size_t index);
+  void announce(nlohmann::json record);  // audit + event
+  void emit(const nlohmann::json& record);
 
   asio::io_context& io_;
   HttpClient& http_;
@@ -62,6 +71,8 @@ class RemedyEngine {
   bool busy_ = false;
   std::size_t acting_ = 0;  // the rule whose action runs, while busy_
   bool stopped_ = false;
+  std::string running_;
+  EventSink on_event_;
 };
 
 }  // namespace fener

@@ -8,6 +8,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -94,6 +95,8 @@ Scheduler::Scheduler(asio::io_context& io, HttpClient& http, Worker& worker,
     states_.push_back(std::move(s));
     debouncers_.emplace_back(c.spec.timing.rise, c.spec.timing.fall);
   }
+  sleeping_.assign(checks_.size(), nullptr);
+  poked_.assign(checks_.size(), false);
 }
 
 Scheduler::~Scheduler() {
@@ -114,6 +117,16 @@ void Scheduler::stop() {
   if (!running_) return;
   running_ = false;
   for (auto& s : stops_) s->emit(asio::cancellation_type::terminal);
+}
+
+bool Scheduler::run_now(const std::string& name) {
+  for (std::size_t i = 0; i < checks_.size(); ++i) {
+    if (checks_[i].spec.name != name) continue;
+    poked_[i] = true;
+    if (sleeping_[i]) sleeping_[i]->cancel();
+    return true;
+  }
+  return false;
 }
 
 bool Scheduler::all_reported() const {
@@ -152,9 +165,20 @@ asio::awaitable<void> Scheduler::loop(std::size_t index) {
       if (on_result_) on_result_(st);
       const bool healthy = st.last.status == Status::passing && st.published == Status::passing;
       const Duration wait = healthy ? t.interval : std::min(t.interval, t.unhealthy_interval);
+      if (poked_[index]) {  // asked for while it ran: run again now
+        poked_[index] = false;
+        continue;
+      }
       // Intervals are measured start to start, so a slow check does not drift the schedule.
       timer.expires_at(started + wait);
-      co_await timer.async_wait(asio::use_awaitable);
+      sleeping_[index] = &timer;
+      boost::system::error_code ec;
+      co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      sleeping_[index] = nullptr;
+      if (!running_) co_return;
+      poked_[index] = false;
+      // operation_aborted here is run_now() cutting the wait short; stop() was seen above.
+      if (ec && ec != asio::error::operation_aborted) co_return;
     }
   } catch (const boost::system::system_error&) {
     // Cancelled by stop().

@@ -12,6 +12,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "checks/registry.hpp"
 #include "src/check.hpp"
@@ -56,6 +57,11 @@ class Scheduler {
   // Cancels every loop; safe to call twice. Loops end at their next suspension point.
   void stop();
 
+  // Runs the named check as soon as possible instead of at its next interval (a leader
+  // change seen in etcd re-checks Patroni at once). A run in progress is followed by
+  // another. False when no check has that name.
+  bool run_now(const std::string& name);
+
   const std::vector<CheckState>& states() const { return states_; }
   // True once every check has published a first result.
   bool all_reported() const;
@@ -72,6 +78,8 @@ class Scheduler {
   std::vector<CheckState> states_;
   std::vector<Debouncer> debouncers_;
   std::vector<std::unique_ptr<asio::cancellation_signal>> stops_;
+  std::vector<asio::steady_timer*> sleeping_;  // the loop's timer while it waits, else null
+  std::vector<bool> poked_;
   OnChange on_change_;
   OnResult on_result_;
   bool running_ = false;

@@ -194,11 +194,23 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
             "datadir, leader_files, config_lint");
   CHECK(with("log:\n  level: loud\n") ==
         f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
+  CHECK(with("agent:\n  default_role: writer\n") ==
+        f + ":4:17: agent.default_role: expected primary, replica, read-only or any, got "
+            "\"writer\"");
+  CHECK(with("agent:\n  lag_drain: 1MB\n  lag_ready: 2MB\n") ==
+        f + ":5:14: agent.lag_ready: lag_ready must not exceed lag_drain (a drained replica "
+            "returns under lag_ready)");
+  CHECK(with("agent:\n  listen: 8010\n") ==
+        f + ":4:11: agent.listen: expected host:port such as 127.0.0.1:8010, or off, got "
+            "\"8010\"");
+  CHECK(with("agent:\n  during_remedy: pause\n") ==
+        f + ":4:18: agent.during_remedy: expected maint or drain, got \"pause\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
-  CHECK(with("nodes:\n  name: x\n") ==
-        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: api, audit, "
-            "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
-            "postgresql, rules, services");
+  CHECK(
+      with("nodes:\n  name: x\n") ==
+      f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, api, audit, "
+          "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
+          "postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");

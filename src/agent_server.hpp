@@ -1,0 +1,63 @@
+// The HAProxy agent-check listener: HAProxy connects every agent-inter, may send one line
+// (its `agent-send`: primary, replica, read-only, any) and reads one line back. The answer
+// comes from memory (AgentServer::Provider), never from a check run on the spot. A client
+// that sends nothing is answered for the default role after read_wait; one that neither
+// reads nor closes is cut off at the deadline; connections over the cap are closed at
+// once, so no client can hold the listener or the loop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <nlohmann/json.hpp>
+
+#include "src/agent_policy.hpp"
+#include "src/yaml_reader.hpp"
+
+namespace fener {
+
+namespace asio = boost::asio;
+
+struct AgentServerOptions {
+  std::string listen;  // "host:port"; port 0 picks a free one (tests)
+  AgentRole default_role = AgentRole::primary;
+  Duration read_wait{200};  // how long to wait for an agent-send line
+  Duration deadline{2000};  // whole exchange
+  std::size_t max_connections = 1024;
+};
+
+struct AgentStats {
+  std::uint64_t connections = 0;
+  std::uint64_t rejected = 0;     // over max_connections
+  std::uint64_t bad_request = 0;  // a line that names no role (answered for the default)
+  // answers[role][verdict], AgentRole and AgentVerdict order.
+  std::uint64_t answers[4][5] = {};
+  nlohmann::json to_json() const;
+};
+
+class AgentServer {
+ public:
+  using Provider = std::function<AgentAnswer(AgentRole)>;
+  AgentServer(asio::io_context& io, AgentServerOptions options, Provider provider);
+  ~AgentServer();  // stop()s
+  AgentServer(const AgentServer&) = delete;
+  AgentServer& operator=(const AgentServer&) = delete;
+
+  // Throws boost::system::system_error when it cannot bind, std::invalid_argument for a
+  // malformed address.
+  void start();
+  void stop();  // closes the listener and every connection; idempotent
+  unsigned short port() const;
+  std::size_t connections() const;
+  const AgentStats& stats() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fener
