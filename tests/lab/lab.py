@@ -708,11 +708,11 @@ class Lab:
             lines += ["", f"listen {role}", f"    bind {ha}:{HAPROXY_PORTS[role]}",
                       # A plain TCP check on 5432; the agent on 8010 says whether this node
                       # may take this kind of traffic. An unreachable agent changes nothing.
-                      "    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions"]
+                      "    default-server inter 1s downinter 250ms fall 2 rise 1 on-marked-down shutdown-sessions"]
             for n in PATRONI_NODES:
                 a = self.addr[n]
                 lines.append(f"    server {n} {a}:{PG_PORT} check agent-check agent-addr {a} "
-                             f"agent-port {AGENT_PORT} agent-inter 500ms agent-send \"{send}\\n\"")
+                             f"agent-port {AGENT_PORT} agent-inter 250ms agent-send \"{send}\\n\"")
         for role, path in (("primary_httpchk", "/primary"), ("replicas_httpchk", "/replica")):
             lines += ["", f"listen {role}", f"    bind {ha}:{HAPROXY_PORTS[role]}",
                       f"    option httpchk OPTIONS {path}",
