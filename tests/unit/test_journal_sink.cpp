@@ -160,6 +160,32 @@ TEST_SUITE("journal") {
     CHECK(j.records[1][1] == "PRIORITY=4");
   }
 
+  TEST_CASE("a record journald refuses is written to stderr instead") {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const int saved_stderr = ::dup(STDERR_FILENO);
+    REQUIRE(saved_stderr >= 0);
+    REQUIRE(::dup2(pipe_fds[1], STDERR_FILENO) == STDERR_FILENO);
+    {
+      auto sink = std::make_shared<JournalSink>([](const std::vector<std::string>&) {
+        return -111;  // -ECONNREFUSED: journald not there
+      });
+      spdlog::logger logger("journal-fallback", sink);
+      logger.set_pattern("%l %v");
+      logger.error("lost {}", 1);
+    }
+    ::dup2(saved_stderr, STDERR_FILENO);
+    ::close(saved_stderr);
+    ::close(pipe_fds[1]);
+    std::string got;
+    char buf[256];
+    ssize_t n;
+    while ((n = ::read(pipe_fds[0], buf, sizeof buf)) > 0)
+      got.append(buf, static_cast<std::size_t>(n));
+    ::close(pipe_fds[0]);
+    CHECK(got == "error lost 1\n");
+  }
+
   TEST_CASE("make_logger picks the sink") {
     auto plain = make_logger("debug", false);
     auto journal = make_logger("warn", true);
