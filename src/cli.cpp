@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -30,12 +29,14 @@
 #include "src/config.hpp"
 #include "src/events.hpp"
 #include "src/http_client.hpp"
+#include "src/journal_sink.hpp"
 #include "src/leader_watch.hpp"
 #include "src/output.hpp"
 #include "src/peer_files.hpp"
 #include "src/remedy_engine.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
+#include "src/systemd_notify.hpp"
 #include "src/worker.hpp"
 
 namespace fener {
@@ -229,13 +230,6 @@ std::string check_types_help() {
   return out;
 }
 
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt("fener");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %l %v");
-  logger->set_level(spdlog::level::from_str(level));
-  spdlog::set_default_logger(logger);
-}
-
 std::vector<BuiltCheck> select_checks(std::vector<BuiltCheck> all,
                                       const std::vector<std::string>& only) {
   if (only.empty()) return all;
@@ -319,6 +313,8 @@ class Daemon {
                  FENER_VERSION, cfg_->node_name, to_string(cfg_->mode), sched_->states().size(),
                  describe(*sched_), engine_->rules().size(), describe(*engine_));
     if (!cfg_->audit_file.empty()) spdlog::info("audit log: {}", cfg_->audit_file);
+    notifier_.start_watchdog();
+    notify_progress();  // READY at once when there is no check to wait for
     io_.run();
     spdlog::info("fener stopped");
     return 0;
@@ -355,11 +351,9 @@ class Daemon {
       e.details = {
           {"message", st.last.message}, {"evidence", st.last.evidence}, {"check_type", st.type}};
       e.at = st.last.at;
-      const auto level = e.severity == Status::passing   ? spdlog::level::info
-                         : e.severity == Status::warning ? spdlog::level::warn
-                                                         : spdlog::level::err;
-      spdlog::log(level, "{}", e.summary);
+      log_event(e);  // with CHECK=, STATUS=, ... fields when the journal is stderr
       publish(e);
+      notify_progress();
     });
     engine_->on_event([this](const Event& e) { publish(e); });  // the engine logs its own
     RemedyEngine* engine = engine_.get();
@@ -473,6 +467,21 @@ class Daemon {
     spdlog::info("agent-check listening on {} (default role {})", a.listen, a.default_role);
   }
 
+  // systemd: READY once every check has a first result, STATUS on every change after.
+  void notify_progress() {
+    if (!sched_) return;  // stopping: a retired scheduler's last result
+    std::vector<std::string> gave_up;
+    for (const auto& r : engine_->rules_json())
+      if (r.value("phase", "") == "gave_up") gave_up.push_back(r.value("rule", ""));
+    const std::string line = status_line(sched_->states(), cfg_->mode, gave_up);
+    if (!ready_sent_ && sched_->all_reported()) {
+      ready_sent_ = true;
+      notifier_.ready(line);
+    } else {
+      notifier_.status(line);
+    }
+  }
+
   void wait_signal(asio::signal_set& signals) {
     signals.async_wait([this, &signals](boost::system::error_code ec, int sig) {
       if (ec) return;
@@ -491,6 +500,7 @@ class Daemon {
   // one; a bad file changes nothing.
   void reload() {
     spdlog::info("SIGHUP: reloading configuration");
+    notifier_.reloading();
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
@@ -521,6 +531,8 @@ class Daemon {
           } catch (const std::exception& e) {
             spdlog::error("reload failed, keeping the running configuration: {}", e.what());
           }
+          // Reloaded or not, the daemon runs on: systemd's reload is over.
+          if (sched_) notifier_.ready(status_line(sched_->states(), cfg_->mode));
         },
         asio::detached);
   }
@@ -542,6 +554,7 @@ class Daemon {
   }
 
   void shutdown() {
+    notifier_.stopping();
     retire(std::move(sched_));
     engine_->stop();
     if (api_) api_->stop();
@@ -568,6 +581,8 @@ class Daemon {
   const Args& args_;
   std::shared_ptr<const Config> cfg_;
   asio::io_context io_;
+  SystemdNotifier notifier_{io_};
+  bool ready_sent_ = false;
   HttpClient http_;
   Worker worker_;
   // Remedies block for long (a systemd job, a big chown): never in front of the checks.
