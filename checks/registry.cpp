@@ -4,6 +4,7 @@
 #include "checks/datadir.hpp"
 #include "checks/etcd_health.hpp"
 #include "checks/etcd_members.hpp"
+#include "checks/haproxy.hpp"
 #include "checks/leader_files.hpp"
 #include "checks/listening_sockets.hpp"
 #include "checks/patroni_cluster.hpp"
@@ -27,6 +28,8 @@ const std::vector<CheckType>& check_types() {
        "this node's allow-listed peer files (e.g. .*.swp) against the leader's"},
       {"config_lint", make_config_lint_check,
        "patroni.yml and etcd environment files against the setup guide's rules"},
+      {"haproxy", make_haproxy_check,
+       "HAProxy's servers state: writes routed to the Patroni leader only, reads to replicas"},
   };
   return types;
 }

@@ -16,6 +16,7 @@
 #include "checks/patroni_node.hpp"
 #include "fener_default_rules.hpp"
 #include "src/envfile.hpp"
+#include "src/haproxy_cfg.hpp"
 
 namespace fener {
 
@@ -177,6 +178,20 @@ void discover_etcd_env(const std::string& path, Config& cfg) {
   }
 }
 
+// What haproxy.cfg tells us: the stats socket and the backends of the cluster.
+void discover_haproxy(const std::string& path, Config& cfg) {
+  const HaproxyCfg h = parse_haproxy_cfg(read_text(path));
+  cfg.haproxy.config = path;
+  cfg.haproxy.socket = normalize_stats_socket(h.stats_socket);
+  cfg.haproxy.primary_backends = h.backends_with(BackendRole::primary);
+  cfg.haproxy.replica_backends = h.backends_with(BackendRole::replica);
+}
+
+bool valid_stats_socket(const std::string& s) {
+  if (!s.empty() && s[0] == '/') return true;
+  return stats_socket_is_tcp(s) && !host_of(s).empty();
+}
+
 }  // namespace
 
 void read_check_timing(YamlMap& m, CheckTiming& t) {
@@ -201,6 +216,11 @@ std::vector<std::string> default_checks(const Config& c) {
   if (!c.patroni_url.empty() && !c.peer_files.empty() && !c.api.token.empty())
     out.push_back("leader_files");
   if (!c.patroni_config.empty() || !c.etcd_env_files.empty()) out.push_back("config_lint");
+  // HAProxy in front of this cluster: named by the operator, or a haproxy.cfg with
+  // backends that route to Patroni (a stock haproxy.cfg alone does not count).
+  if (c.haproxy.explicit_config || !c.haproxy.primary_backends.empty() ||
+      !c.haproxy.replica_backends.empty())
+    out.push_back("haproxy");
   return out;
 }
 
@@ -391,7 +411,7 @@ Config load_config(const LoadOptions& opts) {
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
-      rules, agent;
+      rules, agent, haproxy;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
@@ -417,6 +437,7 @@ Config load_config(const LoadOptions& opts) {
     patroni = root->map("patroni");
     etcd = root->map("etcd");
     pg = root->map("postgresql");
+    haproxy = root->map("haproxy");
     defaults = root->map("defaults");
     checks = root->map("checks");
     log = root->map("log");
@@ -452,6 +473,32 @@ Config load_config(const LoadOptions& opts) {
       if (file_exists(f)) cfg.etcd_env_files.push_back(f);
   }
   if (!cfg.etcd_env_files.empty()) discover_etcd_env(cfg.etcd_env_files.front(), cfg);
+
+  // HAProxy: haproxy.config, else the default path when it exists; enabled: false skips it.
+  if (haproxy) {
+    const bool enabled = haproxy->boolean("enabled").value_or(true);
+    if (auto v = haproxy->str("config"); v && enabled) {
+      if (v->empty() || (*v)[0] != '/') haproxy->fail("config", "expected an absolute path");
+      if (!file_exists(*v)) haproxy->fail("config", "file " + *v + " does not exist");
+      discover_haproxy(*v, cfg);
+      cfg.haproxy.explicit_config = true;
+    } else if (enabled && file_exists(kDefaultHaproxyConfig)) {
+      discover_haproxy(kDefaultHaproxyConfig, cfg);
+    }
+    if (auto v = haproxy->str("socket"); v && enabled) {
+      const std::string sock = normalize_stats_socket(*v);
+      if (!valid_stats_socket(sock))
+        haproxy->fail("socket",
+                      "expected a unix socket path such as /run/haproxy/admin.sock or "
+                      "IP:PORT, got \"" +
+                          *v + "\"");
+      cfg.haproxy.socket = sock;
+      cfg.haproxy.explicit_config = true;
+    }
+    haproxy->finish();
+  } else if (file_exists(kDefaultHaproxyConfig)) {
+    discover_haproxy(kDefaultHaproxyConfig, cfg);
+  }
 
   // Explicit settings win over discovery.
   if (node) {

@@ -98,6 +98,15 @@ struct Config {
   std::vector<std::string> etcd_env_files;  // environment files to lint
   bool etcd_env_files_explicit = false;     // listed by the operator: missing is an error
 
+  // HAProxy, when this node runs it (the HAProxy node): read from haproxy.cfg.
+  struct Haproxy {
+    std::string config;  // haproxy.cfg used for discovery, "" when none
+    std::string socket;  // stats socket: unix path or IP:PORT; "" when unknown
+    std::vector<std::string> primary_backends;  // sections routing to the leader
+    std::vector<std::string> replica_backends;  // sections routing to replicas
+    bool explicit_config = false;               // named by the operator
+  } haproxy;
+
   // PostgreSQL.
   std::string pg_data_dir;
   std::string pg_listen;  // host:port PostgreSQL should listen on
@@ -147,6 +156,7 @@ inline constexpr const char* kDefaultConfigFile = "/etc/fener/fener.yaml";
 inline constexpr const char* kDefaultPatroniConfig = "/etc/patroni.yml";
 inline constexpr const char* kDefaultTokenFile = "/etc/fener/token";
 inline constexpr const char* kDefaultStateDir = "/var/lib/fener";
+inline constexpr const char* kDefaultHaproxyConfig = "/etc/haproxy/haproxy.cfg";
 inline const std::vector<std::string> kDefaultEtcdEnvFiles = {"/etc/etcd/etcd.conf",
                                                               "/etc/default/etcd"};
 

@@ -11,6 +11,7 @@
 #include "checks/registry.hpp"
 #include "src/config.hpp"
 #include "src/debounce.hpp"
+#include "src/haproxy_cfg.hpp"
 #include "src/rules.hpp"
 
 using namespace fener;
@@ -187,11 +188,11 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
   CHECK(with("checks:\n  nosuch: {}\n") ==
         f + ":4:11: checks.nosuch: unknown check \"nosuch\"; name a known type or add `type:` "
             "(one of: etcd_health, etcd_members, patroni_node, patroni_cluster, "
-            "listening_sockets, datadir, leader_files, config_lint)");
+            "listening_sockets, datadir, leader_files, config_lint, haproxy)");
   CHECK(with("checks:\n  x:\n    type: datadirr\n") ==
         f + ":5:11: checks.x.type: unknown check type \"datadirr\"; expected one of: "
             "etcd_health, etcd_members, patroni_node, patroni_cluster, listening_sockets, "
-            "datadir, leader_files, config_lint");
+            "datadir, leader_files, config_lint, haproxy");
   CHECK(with("log:\n  level: loud\n") ==
         f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
   CHECK(with("agent:\n  default_role: writer\n") ==
@@ -206,11 +207,10 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
   CHECK(with("agent:\n  during_remedy: pause\n") ==
         f + ":4:18: agent.during_remedy: expected maint or drain, got \"pause\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
-  CHECK(
-      with("nodes:\n  name: x\n") ==
-      f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, api, audit, "
-          "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
-          "postgresql, rules, services");
+  CHECK(with("nodes:\n  name: x\n") ==
+        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, api, "
+            "audit, checks, cluster, defaults, etcd, haproxy, lock, log, mode, node, patroni, "
+            "peer_files, postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");
@@ -280,4 +280,84 @@ TEST_CASE("status order and exit codes follow the Nagios convention") {
   CHECK(nagios_exit_code(Status::warning) == 1);
   CHECK(nagios_exit_code(Status::critical) == 2);
   CHECK(nagios_exit_code(Status::unknown) == 3);
+}
+
+TEST_CASE("haproxy.cfg describes the HAProxy node: socket, backends, the haproxy check") {
+  TempDir d;
+  LoadOptions o;
+  const auto env = d.write("etcd.conf", kEtcdEnv);
+  const auto cfg = d.write("haproxy.cfg", R"(global
+    stats socket /run/haproxy/admin.sock mode 600 level admin
+listen primary
+    bind 10.0.0.1:5000
+    option httpchk OPTIONS /primary
+    server kaptan1 10.0.0.2:5432 check port 8008
+listen replicas
+    bind 10.0.0.1:5001
+    option httpchk OPTIONS /replica
+    server kaptan1 10.0.0.2:5432 check port 8008
+)");
+  o.config_file =
+      d.write("fener.yaml", "etcd:\n  env_files: [" + env + "]\nhaproxy:\n  config: " + cfg + "\n");
+  Config c = load_config(o);
+  CHECK(c.haproxy.config == cfg);
+  CHECK(c.haproxy.socket == "/run/haproxy/admin.sock");
+  CHECK(c.haproxy.primary_backends == std::vector<std::string>{"primary"});
+  CHECK(c.haproxy.replica_backends == std::vector<std::string>{"replicas"});
+  CHECK(c.scope.empty());  // learnt from etcd by the check
+  std::vector<std::string> names;
+  for (const auto& s : c.checks) names.push_back(s.name);
+  CHECK(names == std::vector<std::string>{"etcd_health", "etcd_members", "listening_sockets",
+                                          "config_lint", "haproxy"});
+  CHECK(build_checks(c).size() == names.size());
+
+  // socket: over the file's; IP:PORT and HAProxy's ipv4@ form accepted.
+  o.config_file =
+      d.write("fener.yaml", "etcd:\n  env_files: [" + env + "]\nhaproxy:\n  config: " + cfg +
+                                "\n  socket: ipv4@127.0.0.1:9999\n");
+  CHECK(load_config(o).haproxy.socket == "127.0.0.1:9999");
+
+  // enabled: false: no HAProxy here, whatever files exist.
+  o.config_file =
+      d.write("fener.yaml", "etcd:\n  env_files: [" + env + "]\nhaproxy:\n  config: " + cfg +
+                                "\n  enabled: false\n");
+  Config off = load_config(o);
+  CHECK(off.haproxy.config.empty());
+  for (const auto& s : off.checks) CHECK(s.name != "haproxy");
+
+  // Named explicitly, a haproxy.cfg that routes nothing to Patroni (a stock one) is an
+  // error at the check: it has nothing to judge.
+  const auto stock =
+      d.write("stock.cfg", "global\n  stats socket /run/x.sock\ndefaults\n  mode http\n");
+  o.config_file =
+      d.write("fener.yaml", "etcd:\n  env_files: []\nhaproxy:\n  config: " + stock + "\n");
+  CHECK(error_of(o) ==
+        "<config>: checks.haproxy: no primary or replica backends known (none "
+        "recognised in " +
+            stock +
+            "); list them under primary_backends: and "
+            "replica_backends:");
+}
+
+TEST_CASE("haproxy settings: errors name file, line, key and what is expected") {
+  TempDir d;
+  LoadOptions o;
+  auto with = [&](const std::string& text) {
+    o.config_file = d.write("fener.yaml", "etcd:\n  env_files: []\n" + text);
+    return error_of(o);
+  };
+  const std::string f = (d.path / "fener.yaml").string();
+  CHECK(with("haproxy:\n  config: /nonexistent/haproxy.cfg\n") ==
+        f + ":4:11: haproxy.config: file /nonexistent/haproxy.cfg does not exist");
+  CHECK(with("haproxy:\n  config: haproxy.cfg\n") ==
+        f + ":4:11: haproxy.config: expected an absolute path");
+  CHECK(with("haproxy:\n  socket: admin.sock\n") ==
+        f + ":4:11: haproxy.socket: expected a unix socket path such as /run/haproxy/admin.sock "
+            "or IP:PORT, got \"admin.sock\"");
+  CHECK(with("haproxy:\n  sockets: /run/a.sock\n")
+            .find(f + ":4:3: haproxy.sockets: unknown key (did you mean \"socket\"?)") == 0);
+  // A socket alone makes the check run; backends named under the check.
+  CHECK(
+      with("haproxy:\n  socket: /run/a.sock\nchecks:\n  haproxy:\n    primary_backends: [pg]\n") ==
+      "(no error)");
 }
