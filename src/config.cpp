@@ -359,13 +359,14 @@ Config load_config(const LoadOptions& opts) {
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
-      rules;
+      rules, fleet;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
     api = root->map("api");
     audit = root->map("audit");
     lock = root->map("lock");
+    fleet = root->map("fleet");
     rules = root->map("rules");
     root->raw("peer_files");  // read below, once the data dir is known
     if (auto services = root->map("services")) {
@@ -511,6 +512,11 @@ Config load_config(const LoadOptions& opts) {
   if (lock) {
     if (auto v = lock->duration("ttl", std::chrono::seconds(5))) cfg.lock_ttl = *v;
     lock->finish();
+  }
+  if (fleet) {
+    if (auto v = fleet->boolean("enabled")) cfg.fleet.enabled = *v;
+    if (auto v = fleet->duration("interval", std::chrono::seconds(1))) cfg.fleet.interval = *v;
+    fleet->finish();
   }
   read_rules(rules, cfg);
   if (cfg.node_name.empty()) {
