@@ -25,12 +25,14 @@
 #include "src/api_server.hpp"
 #include "src/audit.hpp"
 #include "src/config.hpp"
+#include "src/fleet.hpp"
 #include "src/http_client.hpp"
 #include "src/output.hpp"
 #include "src/peer_files.hpp"
 #include "src/remedy_engine.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
+#include "src/status.hpp"
 #include "src/worker.hpp"
 
 namespace fener {
@@ -46,6 +48,7 @@ Usage:
   fener check [options]     run every check once and print the results
   fener run [options]       run the checks continuously and apply the remedies (the daemon)
   fener rules [reset NAME]  show the running daemon's rules, or reset one that gave up
+  fener status [--cluster]  the running daemon's checks, or every node's summary from etcd
   fener help [COMMAND]      show help for a command
   fener --version           print the version
 
@@ -116,6 +119,7 @@ struct Args {
   LoadOptions load;
   bool json = false;
   bool no_color = false;
+  bool cluster = false;
   bool help = false;
   std::vector<std::string> only;
   std::optional<std::string> log_level;
@@ -163,6 +167,8 @@ Args parse_args(int argc, char** argv) {
       a.json = true;
     } else if (w == "--no-color") {
       a.no_color = true;
+    } else if (w == "--cluster") {
+      a.cluster = true;
     } else if (w == "--only") {
       for (auto& n : split_commas(take(w))) a.only.push_back(n);
     } else if (w == "--log-level") {
@@ -202,6 +208,33 @@ Options:
   -c, --config FILE          fener configuration file (for api.listen and the token)
   -p, --patroni-config FILE  Patroni configuration to discover the node from
       --json                 print the daemon's answer as JSON
+)";
+
+const char* const kStatusHelp = R"(Usage: fener status [--json] [options]
+       fener status --cluster [--json] [options]
+
+Without --cluster: asks the daemon running on this node (its API, api.listen) for
+its state: node, scope, mode, version, uptime and overall status, then one line per
+check: CHECK, STATUS (published, after rise/fall; "pending" before the first
+result), SINCE (how long it has had that status) and MESSAGE.
+
+With --cluster: reads every node's summary from etcd (the fleet view, written by
+each daemon to /fener/SCOPE/nodes/NODE every fleet.interval) from the first etcd
+endpoint that answers, not through any daemon: NODE, STATUS, AGE (since the node
+last published) and its failing checks. STALE: the node has not published for 3 of
+its intervals (its fener is stopped or cut off); MISSING: an etcd or Patroni member
+with no summary at all; INVALID: a key fener cannot read.
+
+Options:
+  -c, --config FILE          fener configuration file (api.listen; etcd.endpoints and
+                             cluster.scope for --cluster)
+  -p, --patroni-config FILE  Patroni configuration to discover the node from
+      --cluster              every node, from etcd
+      --json                 print the JSON document instead of a table
+
+Exit code: the worst status, as `fener check` (0 passing, 1 warning, 2 critical,
+3 unknown); with --cluster a STALE, MISSING or INVALID node counts as unknown.
+3 also when the daemon (or, with --cluster, etcd) cannot be reached.
 )";
 
 std::string remedy_types_help() {
@@ -531,6 +564,88 @@ int cmd_rules(const Args& args) {
   return 0;
 }
 
+// `fener status --cluster`: the fleet view, straight from etcd.
+int cmd_status_cluster(const Args& args, const Config& cfg) {
+  if (cfg.scope.empty()) {
+    std::cerr << "fener: the cluster scope is unknown: set cluster.scope, or give "
+                 "--patroni-config\n";
+    return kExitConfig;
+  }
+  if (cfg.etcd_endpoints.empty()) {
+    std::cerr << "fener: no etcd endpoints known: set etcd.endpoints, or give --patroni-config\n";
+    return kExitConfig;
+  }
+  asio::io_context io;
+  HttpClient http(io);
+  FleetRead read;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        // Named copies, not temporaries inside co_await: GCC 12 destroys those twice.
+        std::vector<std::string> endpoints = cfg.etcd_endpoints;
+        std::string scope = cfg.scope;
+        read = co_await read_fleet(http, std::move(endpoints), std::move(scope),
+                                   std::chrono::seconds(3));
+      },
+      asio::detached);
+  io.run();
+  if (!read.keys) {
+    std::cerr << "fener: cannot read the fleet view from etcd: " << read.error << "\n";
+    return nagios_exit_code(Status::unknown);
+  }
+  std::vector<std::string> expected;
+  for (const auto& m : cfg.etcd_members) expected.push_back(m.name);
+  for (const auto& m : read.patroni_members) expected.push_back(m);
+  const FleetView view =
+      judge_fleet(cfg.scope, *read.keys, expected, std::chrono::system_clock::now());
+  if (args.json)
+    std::cout << fleet_json(view).dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  else
+    std::cout << fleet_table(view);
+  return nagios_exit_code(view.status);
+}
+
+// `fener status`: the running daemon's /status.
+int cmd_status(const Args& args) {
+  Config cfg = load_config(args.load);
+  if (args.cluster) return cmd_status_cluster(args, cfg);
+  const int unknown = nagios_exit_code(Status::unknown);
+  if (cfg.api.listen.empty()) {
+    std::cerr << "fener: the API is off (api.listen): cannot reach the running daemon\n";
+    return unknown;
+  }
+  HttpRequest req;
+  req.url = "http://" + cfg.api.listen + "/status";
+  req.timeout = std::chrono::seconds(5);
+  req.max_body = 16 << 20;
+  asio::io_context io;
+  HttpClient http(io);
+  HttpResult r;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
+      asio::detached);
+  io.run();
+  if (!r.ok()) {
+    std::cerr << "fener: cannot reach the daemon at " << cfg.api.listen << ": " << r.describe()
+              << " (is `fener run` running?)\n";
+    return unknown;
+  }
+  auto body = parse_json(r.body);
+  if (r.status != 200 || !body || !body->is_object()) {
+    std::cerr << "fener: unexpected answer from the daemon at " << cfg.api.listen << ": HTTP "
+              << r.status << ": " << snippet(r.body, 200) << "\n";
+    return unknown;
+  }
+  if (args.json)
+    std::cout << body->dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  else
+    std::cout << status_table(*body);
+  const auto overall = body->contains("status") && (*body)["status"].is_string()
+                           ? status_from_string((*body)["status"].get<std::string>())
+                           : std::nullopt;
+  return nagios_exit_code(overall.value_or(Status::unknown));
+}
+
 int cmd_run(const Args& args) {
   Config cfg = load_config(args.load);
   setup_logging(args.log_level.value_or(cfg.log_level));
@@ -574,6 +689,10 @@ int cli_main(int argc, char** argv) {
     std::cout << kRulesHelp;
     return 0;
   }
+  if (cmd == "help status" || (cmd == "status" && args.help)) {
+    std::cout << kStatusHelp;
+    return 0;
+  }
   if (cmd.rfind("help ", 0) == 0) {
     std::cerr << "fener: no help for \"" << cmd.substr(5) << "\"\n" << kMainHelp;
     return kExitUsage;
@@ -582,6 +701,7 @@ int cli_main(int argc, char** argv) {
     if (cmd == "check") return cmd_check(args);
     if (cmd == "run") return cmd_run(args);
     if (cmd == "rules") return cmd_rules(args);
+    if (cmd == "status") return cmd_status(args);
   } catch (const ConfigError& e) {
     std::cerr << "fener: configuration error: " << e.what() << "\n";
     return kExitConfig;
