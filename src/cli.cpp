@@ -332,6 +332,7 @@ class Daemon {
         return 1;
       }
     }
+    if (cfg_->fleet.enabled) start_fleet();
     asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
     wait_signal(signals);
     spdlog::info("fener {} running on node {} in mode {} with {} checks ({}) and {} rules ({})",
@@ -360,7 +361,9 @@ class Daemon {
         std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
     if (old) engine_->adopt_state(*old);
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
-    sched_->on_change([](const CheckState& st, std::optional<Status> old_status) {
+    checks_started_at_ = std::chrono::system_clock::now();
+    sched_->on_change([this](const CheckState& st, std::optional<Status> old_status) {
+      if (fleet_) fleet_->poke();
       const auto level = st.published == Status::passing   ? spdlog::level::info
                          : st.published == Status::warning ? spdlog::level::warn
                                                            : spdlog::level::err;
@@ -380,6 +383,7 @@ class Daemon {
     o.token = cfg_->api.token;
     api_ = std::make_unique<ApiServer>(io_, o);
     add_peer_file_routes(*api_, *cfg_, worker_);
+    add_status_routes(*api_, [this] { return snapshot(); });
     api_->add_route("GET", "/v1/rules", false, false,
                     [this](const ApiRequest&) -> asio::awaitable<ApiResponse> {
                       json body = {{"node", cfg_->node_name},
@@ -402,6 +406,39 @@ class Daemon {
     api_->start();
     spdlog::info("API listening on {}{}", cfg_->api.listen,
                  cfg_->api.token.empty() ? " (no token configured: peer endpoints refuse)" : "");
+  }
+
+  // What /status, /metrics, /healthz and the fleet summary are built from.
+  StatusSnapshot snapshot() const {
+    StatusSnapshot s;
+    s.node = cfg_->node_name;
+    s.scope = cfg_->scope;
+    s.mode = cfg_->mode;
+    s.version = FENER_VERSION;
+    s.started_at = started_at_;
+    s.checks_started_at = checks_started_at_;
+    s.now = std::chrono::system_clock::now();
+    s.checks = sched_->states();
+    s.result_bounds = result_bounds(*cfg_);
+    s.rules = engine_->rules_json();
+    s.events = &events_;
+    if (fleet_) s.metrics.push_back([this](MetricsRegistry& m) { fleet_->contribute(m); });
+    return s;
+  }
+
+  // The fleet view; its settings take effect at the next start (a reload keeps them).
+  void start_fleet() {
+    if (cfg_->scope.empty() || cfg_->etcd_endpoints.empty()) {
+      spdlog::warn("fleet: not publishing this node's summary: {} unknown",
+                   cfg_->scope.empty() ? "the cluster scope (cluster.scope)"
+                                       : "the etcd endpoints (etcd.endpoints)");
+      return;
+    }
+    const Duration interval = cfg_->fleet.interval;
+    fleet_ = std::make_unique<FleetPublisher>(
+        io_, http_, cfg_->etcd_endpoints, cfg_->scope, cfg_->node_name, interval,
+        [this, interval] { return make_summary(snapshot(), interval); });
+    fleet_->start();
   }
 
   void wait_signal(asio::signal_set& signals) {
@@ -476,6 +513,7 @@ class Daemon {
     retire(std::move(sched_));
     engine_->stop();
     if (api_) api_->stop();
+    if (fleet_) fleet_->stop();
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
@@ -484,7 +522,7 @@ class Daemon {
           while (std::chrono::steady_clock::now() < deadline) {
             std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
             // A remedy in progress is given time to finish rather than cut off midway.
-            if (retired_.empty() && !engine_->busy()) break;
+            if (retired_.empty() && !engine_->busy() && (!fleet_ || fleet_->active() == 0)) break;
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(asio::use_awaitable);
           }
@@ -503,6 +541,11 @@ class Daemon {
   std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<RemedyEngine> engine_;
   std::unique_ptr<ApiServer> api_;
+  // Check changes and remedy decisions for /status and /metrics: every EventSink feeds it.
+  RecentEvents events_;
+  const std::chrono::system_clock::time_point started_at_ = std::chrono::system_clock::now();
+  std::chrono::system_clock::time_point checks_started_at_;
+  std::unique_ptr<FleetPublisher> fleet_;
   std::unique_ptr<Scheduler> sched_;
   std::vector<std::unique_ptr<Scheduler>> retired_;
   std::vector<std::unique_ptr<RemedyEngine>> retired_engines_;
