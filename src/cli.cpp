@@ -28,6 +28,7 @@
 #include "src/audit.hpp"
 #include "src/config.hpp"
 #include "src/events.hpp"
+#include "src/fleet.hpp"
 #include "src/http_client.hpp"
 #include "src/journal_sink.hpp"
 #include "src/leader_watch.hpp"
@@ -36,6 +37,7 @@
 #include "src/remedy_engine.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
+#include "src/status.hpp"
 #include "src/systemd_notify.hpp"
 #include "src/worker.hpp"
 
@@ -52,6 +54,7 @@ Usage:
   fener check [options]     run every check once and print the results
   fener run [options]       run the checks continuously and apply the remedies (the daemon)
   fener rules [reset NAME]  show the running daemon's rules, or reset one that gave up
+  fener status [--cluster]  the running daemon's checks, or every node's summary from etcd
   fener help [COMMAND]      show help for a command
   fener --version           print the version
 
@@ -122,6 +125,7 @@ struct Args {
   LoadOptions load;
   bool json = false;
   bool no_color = false;
+  bool cluster = false;
   bool help = false;
   std::vector<std::string> only;
   std::optional<std::string> log_level;
@@ -169,6 +173,8 @@ Args parse_args(int argc, char** argv) {
       a.json = true;
     } else if (w == "--no-color") {
       a.no_color = true;
+    } else if (w == "--cluster") {
+      a.cluster = true;
     } else if (w == "--only") {
       for (auto& n : split_commas(take(w))) a.only.push_back(n);
     } else if (w == "--log-level") {
@@ -208,6 +214,33 @@ Options:
   -c, --config FILE          fener configuration file (for api.listen and the token)
   -p, --patroni-config FILE  Patroni configuration to discover the node from
       --json                 print the daemon's answer as JSON
+)";
+
+const char* const kStatusHelp = R"(Usage: fener status [--json] [options]
+       fener status --cluster [--json] [options]
+
+Without --cluster: asks the daemon running on this node (its API, api.listen) for
+its state: node, scope, mode, version, uptime and overall status, then one line per
+check: CHECK, STATUS (published, after rise/fall; "pending" before the first
+result), SINCE (how long it has had that status) and MESSAGE.
+
+With --cluster: reads every node's summary from etcd (the fleet view, written by
+each daemon to /fener/SCOPE/nodes/NODE every fleet.interval) from the first etcd
+endpoint that answers, not through any daemon: NODE, STATUS, AGE (since the node
+last published) and its failing checks. STALE: the node has not published for 3 of
+its intervals (its fener is stopped or cut off); MISSING: an etcd or Patroni member
+with no summary at all; INVALID: a key fener cannot read.
+
+Options:
+  -c, --config FILE          fener configuration file (api.listen; etcd.endpoints and
+                             cluster.scope for --cluster)
+  -p, --patroni-config FILE  Patroni configuration to discover the node from
+      --cluster              every node, from etcd
+      --json                 print the JSON document instead of a table
+
+Exit code: the worst status, as `fener check` (0 passing, 1 warning, 2 critical,
+3 unknown); with --cluster a STALE, MISSING or INVALID node counts as unknown.
+3 also when the daemon (or, with --cluster, etcd) cannot be reached.
 )";
 
 std::string remedy_types_help() {
@@ -307,6 +340,7 @@ class Daemon {
         return 1;
       }
     }
+    if (cfg_->fleet.enabled) start_fleet();
     asio::signal_set signals(io_, SIGINT, SIGTERM, SIGHUP);
     wait_signal(signals);
     spdlog::info("fener {} running on node {} in mode {} with {} checks ({}) and {} rules ({})",
@@ -337,6 +371,7 @@ class Daemon {
         std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
     if (old) engine_->adopt_state(*old);
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
+    checks_started_at_ = std::chrono::system_clock::now();
     sched_->on_change([this](const CheckState& st, std::optional<Status> old_status) {
       Event e;
       e.kind = Event::Kind::check;
@@ -351,6 +386,7 @@ class Daemon {
       e.details = {
           {"message", st.last.message}, {"evidence", st.last.evidence}, {"check_type", st.type}};
       e.at = st.last.at;
+      if (fleet_) fleet_->poke();
       log_event(e);  // with CHECK=, STATUS=, ... fields when the journal is stderr
       publish(e);
       notify_progress();
@@ -368,6 +404,7 @@ class Daemon {
     o.token = cfg_->api.token;
     api_ = std::make_unique<ApiServer>(io_, o);
     add_peer_file_routes(*api_, *cfg_, worker_);
+    add_status_routes(*api_, [this] { return snapshot(); });
     api_->add_route("GET", "/v1/rules", false, false,
                     [this](const ApiRequest&) -> asio::awaitable<ApiResponse> {
                       json body = {{"node", cfg_->node_name},
@@ -393,7 +430,7 @@ class Daemon {
   }
 
   // Every check change and remedy decision, to whoever announces them.
-  void publish(const Event& e) { (void)e; }
+  void publish(const Event& e) { events_.add(e); }
 
   // Patroni's leader key, pushed from etcd: the agent answers from it at once, and the
   // patroni_node checks run again now rather than at their next interval.
@@ -482,6 +519,71 @@ class Daemon {
     }
   }
 
+  // What /status, /metrics, /healthz and the fleet summary are built from.
+  StatusSnapshot snapshot() const {
+    StatusSnapshot s;
+    s.node = cfg_->node_name;
+    s.scope = cfg_->scope;
+    s.mode = cfg_->mode;
+    s.version = FENER_VERSION;
+    s.started_at = started_at_;
+    s.checks_started_at = checks_started_at_;
+    s.now = std::chrono::system_clock::now();
+    s.checks = sched_->states();
+    s.result_bounds = result_bounds(*cfg_);
+    s.rules = engine_->rules_json();
+    s.events = &events_;
+    if (fleet_) s.metrics.push_back([this](MetricsRegistry& m) { fleet_->contribute(m); });
+    if (leader_watch_) {
+      const auto& l = leader_watch_->leader();
+      s.extra["leader_key"] = l ? json(*l) : json();
+    }
+    if (agent_) {
+      s.extra["agent"] = agent_->stats().to_json();
+      s.metrics.push_back([this](MetricsRegistry& m) { contribute_agent(m); });
+    }
+    return s;
+  }
+
+  void contribute_agent(MetricsRegistry& m) const {
+    const AgentStats& st = agent_->stats();
+    m.declare("fener_agent_connections_total", MetricType::counter,
+              "Connections accepted on the HAProxy agent-check port.");
+    m.add("fener_agent_connections_total", {}, static_cast<double>(st.connections));
+    m.declare("fener_agent_rejected_total", MetricType::counter,
+              "Agent-check connections closed unanswered: over agent.max_connections.");
+    m.add("fener_agent_rejected_total", {}, static_cast<double>(st.rejected));
+    m.declare("fener_agent_answers_total", MetricType::counter,
+              "Agent-check answers by the backend's role and the answer (none: no line sent).");
+    for (int r = 0; r < 4; ++r)
+      for (int v = 0; v < 5; ++v)
+        if (st.answers[r][v])
+          m.add("fener_agent_answers_total",
+                {{"role", std::string(to_string(static_cast<AgentRole>(r)))},
+                 {"answer", std::string(to_string(static_cast<AgentVerdict>(v)))}},
+                static_cast<double>(st.answers[r][v]));
+    if (leader_watch_) {
+      m.declare("fener_leader_watch_errors_total", MetricType::counter,
+                "Rounds of the etcd leader-key watch that failed.");
+      m.add("fener_leader_watch_errors_total", {}, static_cast<double>(leader_watch_->errors()));
+    }
+  }
+
+  // The fleet view; its settings take effect at the next start (a reload keeps them).
+  void start_fleet() {
+    if (cfg_->scope.empty() || cfg_->etcd_endpoints.empty()) {
+      spdlog::warn("fleet: not publishing this node's summary: {} unknown",
+                   cfg_->scope.empty() ? "the cluster scope (cluster.scope)"
+                                       : "the etcd endpoints (etcd.endpoints)");
+      return;
+    }
+    const Duration interval = cfg_->fleet.interval;
+    fleet_ = std::make_unique<FleetPublisher>(
+        io_, http_, cfg_->etcd_endpoints, cfg_->scope, cfg_->node_name, interval,
+        [this, interval] { return make_summary(snapshot(), interval); });
+    fleet_->start();
+  }
+
   void wait_signal(asio::signal_set& signals) {
     signals.async_wait([this, &signals](boost::system::error_code ec, int sig) {
       if (ec) return;
@@ -561,6 +663,7 @@ class Daemon {
     if (agent_) agent_->stop();
     if (leader_watch_) leader_watch_->stop();
     ++chase_generation_;
+    if (fleet_) fleet_->stop();
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
@@ -569,7 +672,7 @@ class Daemon {
           while (std::chrono::steady_clock::now() < deadline) {
             std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
             // A remedy in progress is given time to finish rather than cut off midway.
-            if (retired_.empty() && !engine_->busy()) break;
+            if (retired_.empty() && !engine_->busy() && (!fleet_ || fleet_->active() == 0)) break;
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(asio::use_awaitable);
           }
@@ -590,6 +693,11 @@ class Daemon {
   std::unique_ptr<AuditLog> audit_;
   std::unique_ptr<RemedyEngine> engine_;
   std::unique_ptr<ApiServer> api_;
+  // Check changes and remedy decisions for /status and /metrics: every EventSink feeds it.
+  RecentEvents events_;
+  const std::chrono::system_clock::time_point started_at_ = std::chrono::system_clock::now();
+  std::chrono::system_clock::time_point checks_started_at_;
+  std::unique_ptr<FleetPublisher> fleet_;
   std::unique_ptr<Scheduler> sched_;
   std::vector<std::unique_ptr<Scheduler>> retired_;
   std::vector<std::unique_ptr<RemedyEngine>> retired_engines_;
@@ -655,6 +763,88 @@ int cmd_rules(const Args& args) {
   return 0;
 }
 
+// `fener status --cluster`: the fleet view, straight from etcd.
+int cmd_status_cluster(const Args& args, const Config& cfg) {
+  if (cfg.scope.empty()) {
+    std::cerr << "fener: the cluster scope is unknown: set cluster.scope, or give "
+                 "--patroni-config\n";
+    return kExitConfig;
+  }
+  if (cfg.etcd_endpoints.empty()) {
+    std::cerr << "fener: no etcd endpoints known: set etcd.endpoints, or give --patroni-config\n";
+    return kExitConfig;
+  }
+  asio::io_context io;
+  HttpClient http(io);
+  FleetRead read;
+  asio::co_spawn(
+      io,
+      [&]() -> asio::awaitable<void> {
+        // Named copies, not temporaries inside co_await: GCC 12 destroys those twice.
+        std::vector<std::string> endpoints = cfg.etcd_endpoints;
+        std::string scope = cfg.scope;
+        read = co_await read_fleet(http, std::move(endpoints), std::move(scope),
+                                   std::chrono::seconds(3));
+      },
+      asio::detached);
+  io.run();
+  if (!read.keys) {
+    std::cerr << "fener: cannot read the fleet view from etcd: " << read.error << "\n";
+    return nagios_exit_code(Status::unknown);
+  }
+  std::vector<std::string> expected;
+  for (const auto& m : cfg.etcd_members) expected.push_back(m.name);
+  for (const auto& m : read.patroni_members) expected.push_back(m);
+  const FleetView view =
+      judge_fleet(cfg.scope, *read.keys, expected, std::chrono::system_clock::now());
+  if (args.json)
+    std::cout << fleet_json(view).dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  else
+    std::cout << fleet_table(view);
+  return nagios_exit_code(view.status);
+}
+
+// `fener status`: the running daemon's /status.
+int cmd_status(const Args& args) {
+  Config cfg = load_config(args.load);
+  if (args.cluster) return cmd_status_cluster(args, cfg);
+  const int unknown = nagios_exit_code(Status::unknown);
+  if (cfg.api.listen.empty()) {
+    std::cerr << "fener: the API is off (api.listen): cannot reach the running daemon\n";
+    return unknown;
+  }
+  HttpRequest req;
+  req.url = "http://" + cfg.api.listen + "/status";
+  req.timeout = std::chrono::seconds(5);
+  req.max_body = 16 << 20;
+  asio::io_context io;
+  HttpClient http(io);
+  HttpResult r;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
+      asio::detached);
+  io.run();
+  if (!r.ok()) {
+    std::cerr << "fener: cannot reach the daemon at " << cfg.api.listen << ": " << r.describe()
+              << " (is `fener run` running?)\n";
+    return unknown;
+  }
+  auto body = parse_json(r.body);
+  if (r.status != 200 || !body || !body->is_object()) {
+    std::cerr << "fener: unexpected answer from the daemon at " << cfg.api.listen << ": HTTP "
+              << r.status << ": " << snippet(r.body, 200) << "\n";
+    return unknown;
+  }
+  if (args.json)
+    std::cout << body->dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  else
+    std::cout << status_table(*body);
+  const auto overall = body->contains("status") && (*body)["status"].is_string()
+                           ? status_from_string((*body)["status"].get<std::string>())
+                           : std::nullopt;
+  return nagios_exit_code(overall.value_or(Status::unknown));
+}
+
 int cmd_run(const Args& args) {
   Config cfg = load_config(args.load);
   setup_logging(args.log_level.value_or(cfg.log_level));
@@ -698,6 +888,10 @@ int cli_main(int argc, char** argv) {
     std::cout << kRulesHelp;
     return 0;
   }
+  if (cmd == "help status" || (cmd == "status" && args.help)) {
+    std::cout << kStatusHelp;
+    return 0;
+  }
   if (cmd.rfind("help ", 0) == 0) {
     std::cerr << "fener: no help for \"" << cmd.substr(5) << "\"\n" << kMainHelp;
     return kExitUsage;
@@ -706,6 +900,7 @@ int cli_main(int argc, char** argv) {
     if (cmd == "check") return cmd_check(args);
     if (cmd == "run") return cmd_run(args);
     if (cmd == "rules") return cmd_rules(args);
+    if (cmd == "status") return cmd_status(args);
   } catch (const ConfigError& e) {
     std::cerr << "fener: configuration error: " << e.what() << "\n";
     return kExitConfig;

@@ -411,7 +411,7 @@ Config load_config(const LoadOptions& opts) {
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
-      rules, agent, haproxy;
+      rules, agent, haproxy, fleet;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
@@ -419,6 +419,7 @@ Config load_config(const LoadOptions& opts) {
     agent = root->map("agent");
     audit = root->map("audit");
     lock = root->map("lock");
+    fleet = root->map("fleet");
     rules = root->map("rules");
     root->raw("peer_files");  // read below, once the data dir is known
     if (auto services = root->map("services")) {
@@ -595,6 +596,11 @@ Config load_config(const LoadOptions& opts) {
   if (lock) {
     if (auto v = lock->duration("ttl", std::chrono::seconds(5))) cfg.lock_ttl = *v;
     lock->finish();
+  }
+  if (fleet) {
+    if (auto v = fleet->boolean("enabled")) cfg.fleet.enabled = *v;
+    if (auto v = fleet->duration("interval", std::chrono::seconds(1))) cfg.fleet.interval = *v;
+    fleet->finish();
   }
   read_rules(rules, cfg);
   if (cfg.node_name.empty()) {

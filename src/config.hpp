@@ -53,6 +53,13 @@ struct AgentConfig {
   Duration read_wait{std::chrono::milliseconds(200)};
 };
 
+// The fleet view: each daemon publishes a summary of its checks to etcd (v2 keys under
+// /fener/SCOPE/nodes/NODE) so that `fener status --cluster` shows every node at once.
+struct FleetConfig {
+  bool enabled = true;
+  Duration interval{std::chrono::seconds(10)};  // between publications (and on changes)
+};
+
 // Scheduling knobs shared by every check (each may override them).
 struct CheckTiming {
   Duration interval{std::chrono::seconds(5)};
@@ -125,6 +132,7 @@ struct Config {
   ApiConfig api;
   AgentConfig agent;
   std::vector<PeerFileRoot> peer_files;
+  FleetConfig fleet;
   std::string audit_file;  // JSON lines; "" = only the normal log
   Duration lock_ttl{std::chrono::seconds(60)};
   // How to restart a service where systemd does not run (service_restart's default

@@ -209,14 +209,47 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
         f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, api, "
-            "audit, checks, cluster, defaults, etcd, haproxy, lock, log, mode, node, patroni, "
-            "peer_files, postgresql, rules, services");
+            "audit, checks, cluster, defaults, etcd, fleet, haproxy, lock, log, mode, node, "
+            "patroni, peer_files, postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");
   // A check's own parameters are validated at load, with the same precision.
   CHECK(with("checks:\n  datadir:\n    max_entris: 5\n")
             .find(f + ":5:5: checks.datadir.max_entris: unknown key") == 0);
+}
+
+TEST_CASE("fleet: defaults, settings and word-for-word errors") {
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = d.write("patroni.yml", kPatroniYml);
+  auto load = [&](const std::string& text) {
+    o.config_file = d.write("fener.yaml", "etcd:\n  env_files: []\n" + text);
+    return load_config(o);
+  };
+  auto with = [&](const std::string& text) {
+    o.config_file = d.write("fener.yaml", "etcd:\n  env_files: []\n" + text);
+    return error_of(o);
+  };
+  const std::string f = (d.path / "fener.yaml").string();
+  Config c = load("");
+  CHECK(c.fleet.enabled);
+  CHECK(c.fleet.interval == std::chrono::seconds(10));
+  c = load("fleet:\n  enabled: false\n  interval: 30s\n");
+  CHECK_FALSE(c.fleet.enabled);
+  CHECK(c.fleet.interval == std::chrono::seconds(30));
+
+  CHECK(with("fleet:\n  interval: 500ms\n") ==
+        f + ":4:13: fleet.interval: must be at least 1s, got 500ms");
+  CHECK(with("fleet:\n  interval: often\n") ==
+        f + ":4:13: fleet.interval: expected a duration such as 500ms, 5s or 2m (a number and a "
+            "unit), got \"often\"");
+  CHECK(with("fleet:\n  enabled: maybe\n") ==
+        f + ":4:12: fleet.enabled: expected true or false, got \"maybe\"");
+  CHECK(with("fleet:\n  intervall: 5s\n") ==
+        f + ":4:3: fleet.intervall: unknown key (did you mean \"interval\"?); expected one of: "
+            "enabled, interval");
+  CHECK(with("fleet: 10s\n") == f + ":3:8: fleet: expected a mapping of keys, got \"10s\"");
 }
 
 TEST_CASE("the example configuration in conf/ is valid") {
@@ -228,6 +261,8 @@ TEST_CASE("the example configuration in conf/ is valid") {
   CHECK(c.node_name == "kaptan1");
   CHECK(c.etcd_members.size() == 3);
   CHECK(c.expected_members == 2);
+  CHECK(c.fleet.enabled);
+  CHECK(c.fleet.interval == std::chrono::seconds(10));
   CHECK(build_checks(c).size() == c.checks.size());
 }
 
