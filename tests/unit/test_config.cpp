@@ -196,8 +196,8 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
         f + ":4:10: log.level: expected one of trace, debug, info, warn, error, got \"loud\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
-        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: api, audit, "
-            "checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
+        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: alerts, api, "
+            "audit, checks, cluster, defaults, etcd, lock, log, mode, node, patroni, peer_files, "
             "postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
