@@ -24,6 +24,7 @@
 #include "remedies/registry.hpp"
 #include "src/agent_policy.hpp"
 #include "src/agent_server.hpp"
+#include "src/alerts.hpp"
 #include "src/api_server.hpp"
 #include "src/audit.hpp"
 #include "src/config.hpp"
@@ -331,6 +332,7 @@ class Daemon {
         return 1;
       }
     }
+    start_alerts(nullptr);
     start_leader_watch();
     if (!cfg_->agent.listen.empty()) {
       try {
@@ -430,7 +432,28 @@ class Daemon {
   }
 
   // Every check change and remedy decision, to whoever announces them.
-  void publish(const Event& e) { events_.add(e); }
+  void publish(const Event& e) {
+    events_.add(e);
+    if (alerts_) alerts_->publish(e);
+  }
+
+  // Alert webhooks. On reload a new dispatcher takes over what the old one knew (open
+  // alerts, repeats); the old one delivers what it has queued, then retires.
+  void start_alerts(const AlertDispatcher* old) {
+    if (cfg_->alerts.webhooks.empty()) {
+      alerts_.reset();
+      return;
+    }
+    AlertOptions o;
+    o.origin.node = cfg_->node_name;
+    o.origin.scope = cfg_->scope;
+    if (!cfg_->api.listen.empty())
+      o.origin.generator_url = "http://" + cfg_->api.listen + "/status";
+    alerts_ = std::make_unique<AlertDispatcher>(io_, http_, cfg_->alerts, o);
+    if (old) alerts_->adopt_state(*old);
+    alerts_->start();
+    spdlog::info("alerts: {} webhook(s)", cfg_->alerts.webhooks.size());
+  }
 
   // Patroni's leader key, pushed from etcd: the agent answers from it at once, and the
   // patroni_node checks run again now rather than at their next interval.
@@ -538,11 +561,36 @@ class Daemon {
       const auto& l = leader_watch_->leader();
       s.extra["leader_key"] = l ? json(*l) : json();
     }
+    if (alerts_) {
+      s.extra["alerts"] = alerts_->stats_json();
+      s.metrics.push_back([this](MetricsRegistry& m) { contribute_alerts(m); });
+    }
     if (agent_) {
       s.extra["agent"] = agent_->stats().to_json();
       s.metrics.push_back([this](MetricsRegistry& m) { contribute_agent(m); });
     }
     return s;
+  }
+
+  void contribute_alerts(MetricsRegistry& m) const {
+    m.declare("fener_alert_deliveries_total", MetricType::counter,
+              "Webhook deliveries the receiver accepted.");
+    m.declare("fener_alert_failed_attempts_total", MetricType::counter,
+              "Webhook delivery attempts that failed (timeouts included).");
+    m.declare("fener_alert_dropped_total", MetricType::counter,
+              "Events given up on, by reason: overflow, permanent, exhausted, shutdown.");
+    m.declare("fener_alert_queue_depth", MetricType::gauge, "Events waiting per webhook.");
+    for (const auto& w : alerts_->stats()) {
+      const Labels l = {{"webhook", w.name}};
+      m.add("fener_alert_deliveries_total", l, static_cast<double>(w.deliveries));
+      m.add("fener_alert_failed_attempts_total", l, static_cast<double>(w.failed_attempts));
+      for (const auto& [reason, n] :
+           {std::pair{"overflow", w.dropped_overflow}, std::pair{"permanent", w.dropped_permanent},
+            std::pair{"exhausted", w.dropped_exhausted}, std::pair{"shutdown", w.dropped_shutdown}})
+        m.add("fener_alert_dropped_total", {{"webhook", w.name}, {"reason", reason}},
+              static_cast<double>(n));
+      m.set("fener_alert_queue_depth", l, static_cast<double>(w.queue_depth));
+    }
   }
 
   void contribute_agent(MetricsRegistry& m) const {
@@ -619,10 +667,16 @@ class Daemon {
             if (loaded->config->audit_file != cfg_->audit_file)
               spdlog::warn("audit.file changes take effect at the next start; still writing {}",
                            cfg_->audit_file);
+            const AlertDispatcher* old_alerts = alerts_.get();
+            if (alerts_) {
+              alerts_->stop();
+              retired_alerts_.push_back(std::move(alerts_));
+            }
             std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
             cfg_ = loaded->config;
             start(std::move(loaded->checks), std::move(loaded->rules), old.get());
+            start_alerts(old_alerts);
             old->stop();
             retired_engines_.push_back(std::move(old));
             spdlog::info("configuration reloaded: mode {}, {} checks ({}), {} rules ({})",
@@ -650,6 +704,7 @@ class Daemon {
     s->stop();
     retired_.push_back(std::move(s));
     std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
+    std::erase_if(retired_alerts_, [](const auto& r) { return r->active() == 0; });
     // Retired schedulers may still deliver a last result to their engine.
     if (retired_.empty())
       std::erase_if(retired_engines_, [](const auto& r) { return r->active() == 0; });
@@ -664,6 +719,7 @@ class Daemon {
     if (leader_watch_) leader_watch_->stop();
     ++chase_generation_;
     if (fleet_) fleet_->stop();
+    if (alerts_) alerts_->stop();  // queued alerts get one prompt attempt, 2 s at most
     asio::co_spawn(
         io_,
         [this]() -> asio::awaitable<void> {
@@ -672,7 +728,10 @@ class Daemon {
           while (std::chrono::steady_clock::now() < deadline) {
             std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
             // A remedy in progress is given time to finish rather than cut off midway.
-            if (retired_.empty() && !engine_->busy() && (!fleet_ || fleet_->active() == 0)) break;
+            std::erase_if(retired_alerts_, [](const auto& r) { return r->active() == 0; });
+            if (retired_.empty() && !engine_->busy() && (!fleet_ || fleet_->active() == 0) &&
+                (!alerts_ || alerts_->active() == 0) && retired_alerts_.empty())
+              break;
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(asio::use_awaitable);
           }
@@ -705,6 +764,8 @@ class Daemon {
   std::uint64_t chase_generation_ = 0;
   AgentPolicy agent_policy_;
   std::unique_ptr<AgentServer> agent_;
+  std::unique_ptr<AlertDispatcher> alerts_;
+  std::vector<std::unique_ptr<AlertDispatcher>> retired_alerts_;
 };
 
 // `fener rules` and `fener rules reset NAME`: talk to the running daemon's API.

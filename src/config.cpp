@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -224,23 +225,138 @@ std::vector<std::string> default_checks(const Config& c) {
   return out;
 }
 
-std::string read_token_file(YamlMap& api, const std::string& path) {
+// The first line of a file holding a secret, which nobody but its owners may read.
+std::string read_secret_line(YamlMap& m, const std::string& key, const std::string& path) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0)
-    api.fail("token_file", "cannot read " + path + ": " + strerror(errno));
+  if (::stat(path.c_str(), &st) != 0) m.fail(key, "cannot read " + path + ": " + strerror(errno));
   if (st.st_mode & S_IROTH) {
     char mode[8];
     snprintf(mode, sizeof mode, "%03o", st.st_mode & 0777);
-    api.fail("token_file", path + " is readable by everyone (mode " + mode +
-                               "); a shared secret must not be: chmod 600 " + path);
+    m.fail(key, path + " is readable by everyone (mode " + mode +
+                    "); a shared secret must not be: chmod 600 " + path);
   }
   std::ifstream in(path);
-  std::string token;
-  std::getline(in, token);
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (!in) m.fail(key, "cannot read " + path + ": " + strerror(errno));
+  std::string secret;
+  std::getline(in, secret);
+  while (!secret.empty() && (secret.back() == '\r' || secret.back() == ' ')) secret.pop_back();
+  return secret;
+}
+
+std::string read_token_file(YamlMap& api, const std::string& path) {
+  std::string token = read_secret_line(api, "token_file", path);
   if (token.size() < 16)
     api.fail("token_file", path + " must hold a token of at least 16 characters on its first line");
   return token;
+}
+
+// alerts.webhooks[]: one receiver each.
+void read_webhook(YamlMap& m, AlertsConfig& alerts) {
+  WebhookConfig w;
+  auto name = m.str("name");
+  if (!name || name->empty() ||
+      name->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_-") != std::string::npos)
+    m.fail("name",
+           "expected a name of lowercase letters, digits, _ or - (used in logs and metrics)");
+  for (const auto& other : alerts.webhooks)
+    if (other.name == *name) m.fail("name", "\"" + *name + "\" is used twice");
+  w.name = *name;
+
+  auto url = m.str("url");
+  const auto parts = url ? parse_url(*url) : std::nullopt;
+  if (!parts || (parts->scheme != "http" && parts->scheme != "https"))
+    m.fail("url", "expected an http:// or https:// URL" +
+                      (url ? ", got \"" + redact_url(*url) + "\"" : std::string()));
+  w.url = *url;
+
+  if (auto f = m.str("format")) {
+    if (*f == "json") {
+      w.format = WebhookFormat::fener;
+    } else if (*f == "slack") {
+      w.format = WebhookFormat::slack;
+    } else if (*f == "alertmanager") {
+      w.format = WebhookFormat::alertmanager;
+    } else {
+      m.fail("format", "expected json, slack or alertmanager, got \"" + *f + "\"");
+    }
+  }
+  if (auto path = m.str("secret_file")) {
+    if (w.format != WebhookFormat::fener)
+      m.fail("secret_file", std::string("signatures are for format json only, this webhook is ") +
+                                std::string(to_string(w.format)));
+    w.secret = read_secret_line(m, "secret_file", *path);
+    if (w.secret.size() < 16)
+      m.fail("secret_file",
+             *path + " must hold a secret of at least 16 characters on its first line");
+    w.secret_source = *path;
+  }
+  if (auto kinds = m.str_list("events", true)) {
+    if (kinds->empty()) m.fail("events", "expected check, remedy or both, got an empty list");
+    w.check_events = w.remedy_events = false;
+    for (const auto& k : *kinds) {
+      if (k == "check") {
+        w.check_events = true;
+      } else if (k == "remedy") {
+        w.remedy_events = true;
+      } else {
+        m.fail("events", "expected a list of check and remedy, got \"" + k + "\"");
+      }
+    }
+  }
+  if (auto v = m.str("min_severity")) {
+    auto st = status_from_string(*v);
+    if (!st)
+      m.fail("min_severity", "expected passing, warning, unknown or critical, got \"" + *v + "\"");
+    w.min_severity = *st;
+  }
+  if (auto v = m.duration("timeout", Duration{100})) {
+    if (*v > std::chrono::minutes(5))
+      m.fail("timeout", "must be at most 5m, got " + format_duration(*v));
+    w.timeout = *v;
+  }
+  if (auto headers = m.map("headers")) {
+    for (const auto& hname : headers->keys()) {
+      auto value = headers->str(hname);
+      std::string lower = hname;
+      for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      if (hname.empty() ||
+          hname.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                  "!#$%&'*+-.^_`|~") != std::string::npos)
+        headers->fail(hname, "expected a header name of letters, digits and -");
+      if (lower == "content-type" || lower == "content-length" || lower == "host" ||
+          lower.rfind("x-fener-", 0) == 0)
+        headers->fail(hname, "fener sets this header itself");
+      const std::string v = value.value_or("");
+      if (v.find_first_of("\r\n") != std::string::npos || v.find('\0') != std::string::npos)
+        headers->fail(hname, "a header value must be one line");
+      w.headers.emplace_back(hname, v);
+    }
+    headers->finish();
+  }
+  m.finish();
+  alerts.webhooks.push_back(std::move(w));
+}
+
+void read_alerts(YamlMap& a, AlertsConfig& alerts) {
+  if (auto list = a.map_list("webhooks"))
+    for (auto& m : *list) read_webhook(m, alerts);
+  if (auto v = a.integer("queue_size", 1, 100000)) alerts.queue_size = static_cast<std::size_t>(*v);
+  if (auto r = a.map("retry")) {
+    if (auto v = r->duration("initial", Duration{10})) alerts.retry.initial = *v;
+    if (auto v = r->duration("max", Duration{10})) alerts.retry.max = *v;
+    if (auto v = r->integer("attempts", 1, 100)) alerts.retry.attempts = static_cast<int>(*v);
+    if (alerts.retry.max < alerts.retry.initial)
+      r->fail("max", "must be at least initial (" + format_duration(alerts.retry.initial) +
+                         "), got " + format_duration(alerts.retry.max));
+    r->finish();
+  }
+  if (auto v = a.duration("group_wait", Duration{0})) {
+    if (*v > std::chrono::minutes(5))
+      a.fail("group_wait", "must be at most 5m, got " + format_duration(*v));
+    alerts.group_wait = *v;
+  }
+  if (auto v = a.duration("repeat_interval", std::chrono::seconds(1))) alerts.repeat_interval = *v;
+  a.finish();
 }
 
 void read_api(YamlMap& api, Config& cfg) {
@@ -375,6 +491,18 @@ std::string_view to_string(Mode m) {
   return "?";
 }
 
+std::string_view to_string(WebhookFormat f) {
+  switch (f) {
+    case WebhookFormat::fener:
+      return "json";
+    case WebhookFormat::slack:
+      return "slack";
+    case WebhookFormat::alertmanager:
+      return "alertmanager";
+  }
+  return "?";
+}
+
 std::optional<Mode> mode_from_string(std::string_view s) {
   if (s == "observe") return Mode::observe;
   if (s == "safe") return Mode::safe;
@@ -388,6 +516,17 @@ std::string host_of(const std::string& s) {
     return p ? p->host : std::string();
   }
   return split_listen(s, 0).first;
+}
+
+std::string redact_url(const std::string& url) {
+  const auto scheme_end = url.find("://");
+  if (scheme_end == std::string::npos) return "(not a URL)";
+  const auto start = scheme_end + 3;
+  auto end = url.find_first_of("/?#", start);
+  if (end == std::string::npos) end = url.size();
+  std::string authority = url.substr(start, end - start);
+  if (const auto at = authority.rfind('@'); at != std::string::npos) authority.erase(0, at + 1);
+  return url.substr(0, start) + authority + (end < url.size() ? "/..." : "");
 }
 
 int port_of(const std::string& s, int fallback) {
@@ -411,7 +550,7 @@ Config load_config(const LoadOptions& opts) {
   if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
-      rules, agent, haproxy, fleet;
+      rules, agent, haproxy, fleet, alerts;
   std::optional<std::string> mode;
   if (root) {
     mode = root->str("mode");
@@ -420,6 +559,7 @@ Config load_config(const LoadOptions& opts) {
     audit = root->map("audit");
     lock = root->map("lock");
     fleet = root->map("fleet");
+    alerts = root->map("alerts");
     rules = root->map("rules");
     root->raw("peer_files");  // read below, once the data dir is known
     if (auto services = root->map("services")) {
@@ -603,6 +743,7 @@ Config load_config(const LoadOptions& opts) {
     fleet->finish();
   }
   read_rules(rules, cfg);
+  if (alerts) read_alerts(*alerts, cfg.alerts);
   if (cfg.node_name.empty()) {
     char host[256] = {};
     if (gethostname(host, sizeof host - 1) == 0) cfg.node_name = host;

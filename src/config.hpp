@@ -2,15 +2,19 @@
 // patroni.yml and the etcd environment files, over built-in defaults.
 #pragma once
 
+#include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <yaml-cpp/yaml.h>
 
+#include "src/result.hpp"
 #include "src/yaml_reader.hpp"
 
 namespace fener {
@@ -81,6 +85,41 @@ struct CheckSpec {
   std::string path;   // dotted key of the mapping, for messages
 };
 
+// One alert receiver (alerts.webhooks[]). See docs/alerts.md.
+// fener: fener's own JSON schema (`format: json`); slack; alertmanager.
+enum class WebhookFormat { fener, slack, alertmanager };
+std::string_view to_string(WebhookFormat f);
+
+struct WebhookConfig {
+  std::string name;  // unique; names it in logs and metrics
+  std::string url;   // http(s); for alertmanager the base URL (/api/v2/alerts is added)
+  WebhookFormat format = WebhookFormat::fener;
+  std::string secret;         // HMAC-SHA256 key for json deliveries, "" for none; never logged
+  std::string secret_source;  // the file it came from, for messages (never the secret)
+  bool check_events = true;   // which event kinds go to this receiver
+  bool remedy_events = true;
+  // What opens an alert; once open, a condition's changes go out until it resolves.
+  Status min_severity = Status::warning;
+  Duration timeout{std::chrono::seconds(5)};
+  std::vector<std::pair<std::string, std::string>> headers;  // extra request headers
+};
+
+// Exponential backoff with full jitter: before retry n (1-based) wait a random time in
+// [0, min(max, initial * 2^(n-1))]; give up after `attempts` attempts in all.
+struct RetryPolicy {
+  Duration initial{std::chrono::seconds(1)};
+  Duration max{std::chrono::seconds(60)};
+  int attempts = 8;
+};
+
+struct AlertsConfig {
+  std::vector<WebhookConfig> webhooks;
+  std::size_t queue_size = 256;  // events waiting per webhook; overflow drops the oldest
+  RetryPolicy retry;
+  Duration group_wait{std::chrono::seconds(2)};     // events this close together go in one delivery
+  Duration repeat_interval{std::chrono::hours(4)};  // same key and state not re-sent sooner
+};
+
 struct Config {
   std::string config_file;  // fener's own file, "" when none
 
@@ -148,6 +187,9 @@ struct Config {
     bool builtin = false;  // defined in conf/rules.yaml (perhaps adjusted by the file)
   };
   std::vector<RuleSource> rules;
+
+  // Alert webhooks; none by default.
+  AlertsConfig alerts;
 };
 
 inline constexpr int kDefaultApiPort = 8009;
@@ -177,6 +219,9 @@ void read_check_timing(YamlMap& m, CheckTiming& t);
 
 // Host part of "host:port", "[v6]:port" or "scheme://host:port/path".
 std::string host_of(const std::string& address_or_url);
+// "https://hooks.example/..." for "https://user:pw@hooks.example/T0/B1/secret?x": scheme, host
+// and port only. Webhook URLs often carry their secret in the path.
+std::string redact_url(const std::string& url);
 // Port part, or fallback.
 int port_of(const std::string& address_or_url, int fallback);
 

@@ -2,6 +2,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <stdexcept>
 
@@ -59,6 +60,20 @@ std::string to_hex(const Sha256Digest& digest) {
 
 std::string sha256_hex(std::string_view data) {
   return to_hex(sha256(data));
+}
+
+Sha256Digest hmac_sha256(std::string_view key, std::string_view data) {
+  Sha256Digest out{};
+  unsigned int len = 0;
+  // An empty key is legal for HMAC but OpenSSL wants a non-null pointer for it.
+  static const unsigned char kEmpty = 0;
+  const void* k = key.empty() ? static_cast<const void*>(&kEmpty) : key.data();
+  const auto* d = reinterpret_cast<const unsigned char*>(data.data());
+  if (!HMAC(EVP_sha256(), k, static_cast<int>(key.size()), data.empty() ? &kEmpty : d, data.size(),
+            out.data(), &len) ||
+      len != out.size())
+    throw std::runtime_error("OpenSSL: HMAC-SHA256 failed");
+  return out;
 }
 
 bool digests_equal(const Sha256Digest& a, const Sha256Digest& b) {

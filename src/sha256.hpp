@@ -1,5 +1,6 @@
-// SHA-256 through OpenSSL's EVP interface: file digests for the peer file API, and equal
-// length digests of tokens so that comparing them in constant time leaks no length.
+// SHA-256 through OpenSSL's EVP interface: file digests for the peer file API, equal
+// length digests of tokens so that comparing them in constant time leaks no length, and
+// HMAC-SHA256 signatures of alert deliveries.
 #pragma once
 
 #include <array>
@@ -29,6 +30,9 @@ class Sha256 {
 Sha256Digest sha256(std::string_view data);
 std::string sha256_hex(std::string_view data);
 std::string to_hex(const Sha256Digest& digest);  // lowercase
+
+// HMAC-SHA256 (RFC 2104) of data under key.
+Sha256Digest hmac_sha256(std::string_view key, std::string_view data);
 
 // Constant-time equality of two digests (CRYPTO_memcmp).
 bool digests_equal(const Sha256Digest& a, const Sha256Digest& b);

@@ -208,8 +208,8 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
         f + ":4:18: agent.during_remedy: expected maint or drain, got \"pause\"");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
-        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, api, "
-            "audit, checks, cluster, defaults, etcd, fleet, haproxy, lock, log, mode, node, "
+        f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, alerts, "
+            "api, audit, checks, cluster, defaults, etcd, fleet, haproxy, lock, log, mode, node, "
             "patroni, peer_files, postgresql, rules, services");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
