@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lab.lab import NotYet, http_json  # noqa: E402
 import test_remedies_lab as remedies  # noqa: E402  (its Fener runner, pointed at this lab)
+import urllib.request  # noqa: E402
 
 PATRONICTL = "/usr/bin/patronictl"
 UP, DOWN = 2, 0
@@ -41,7 +42,7 @@ def setUpModule():
     remedies.setUpModule()
     lab = remedies.lab
     for node in ("kaptan1", "kaptan2"):
-        feners[node] = remedies.Fener(node, mode="safe")
+        feners[node] = remedies.Fener(node, mode="safe", extra="fleet: {interval: 1s}\n")
 
 
 def tearDownModule():
@@ -225,6 +226,56 @@ class AgentOnTheLab(unittest.TestCase):
         figure("agent_load", **{f"{k}_{m}": out[k][m] for k in out for m in ("per_second", "p50_ms", "p99_ms", "errors")})
         self.assertEqual(out["agent"]["errors"], 0)
         self.assertTrue(agent_answer(leader).startswith("up"))
+
+    def test_05_status_metrics_healthz(self):
+        f = feners["kaptan1"]
+        base = f"http://{lab.address('kaptan1')}:8009"
+        with urllib.request.urlopen(base + "/status", timeout=5) as r:
+            st = json.loads(r.read())
+        self.assertEqual(st["node"], "kaptan1")
+        names = {c["name"] for c in st["checks"]}
+        self.assertIn("patroni_node", names)
+        self.assertIn("agent", st)
+        self.assertGreater(st["agent"]["connections"], 0)
+        self.assertIn(st["leader_key"], ("kaptan1", "kaptan2"))
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+            self.assertTrue(r.headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+        self.assertIn('fener_check_status{check="patroni_node"', text)
+        self.assertIn("fener_agent_answers_total{", text)
+        with urllib.request.urlopen(base + "/healthz", timeout=5) as r:
+            self.assertEqual(r.status, 200)
+        out = subprocess.run([remedies.FENER, "status", "-c", f.config, "--patroni-config",
+                              lab.patroni_config("kaptan1")], capture_output=True, text=True, timeout=30)
+        self.assertIn("patroni_node", out.stdout)
+        self.assertIn(out.returncode, (0, 1), out.stdout + out.stderr)
+
+    def test_06_haproxy_check_on_the_ha_node_with_agents(self):
+        ha = remedies.Fener("ha", mode="observe", extra=f"haproxy: {{config: {lab.haproxy_config()}}}\n")
+        try:
+            def passing():
+                p = subprocess.run([remedies.FENER, "check", "--json", "--only", "haproxy", "-c", ha.config],
+                                   capture_output=True, text=True, timeout=30)
+                res = json.loads(p.stdout)["checks"][0] if p.stdout.startswith("{") else {}
+                return p.returncode == 0 or NotYet((p.returncode, res.get("message"), p.stderr[-300:]))
+            lab.wait_for(passing, 30, "the haproxy check passes on the agent backends")
+        finally:
+            ha.stop()
+
+    def test_09_fleet_view_shows_every_node_and_a_stale_one(self):
+        def cluster():
+            p = subprocess.run([remedies.FENER, "status", "--cluster", "--json", "-c", feners["kaptan1"].config,
+                                "--patroni-config", lab.patroni_config("kaptan1")],
+                               capture_output=True, text=True, timeout=30)
+            if not p.stdout.startswith("{"):
+                return NotYet(p.stderr)
+            return {n["node"]: n["state"] for n in json.loads(p.stdout)["nodes"]}
+        lab.wait_for(lambda: (cluster().get("kaptan1") == "fresh" and cluster().get("kaptan2") == "fresh")
+                     or NotYet(cluster()), 30, "both database nodes published")
+        self.assertEqual(cluster().get("ha"), "missing")  # an etcd member with no fener
+        feners["kaptan2"].stop()
+        lab.wait_for(lambda: cluster().get("kaptan2") == "stale" or NotYet(cluster()), 30,
+                     "a node that stopped publishing shows as stale")
 
 
 if __name__ == "__main__":
