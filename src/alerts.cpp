@@ -517,8 +517,9 @@ asio::awaitable<void> deliver(std::shared_ptr<AlertDispatcher::Shared> s, Hook& 
   }
 }
 
+// start() counted this loop in s->active before spawning it, so that a stop() before
+// the loop first runs still waits for it.
 asio::awaitable<void> run_hook(std::shared_ptr<AlertDispatcher::Shared> s, Hook& h) {
-  ++s->active;
   struct Leave {
     AlertDispatcher::Shared& shared;
     ~Leave() {
@@ -539,8 +540,11 @@ asio::awaitable<void> run_hook(std::shared_ptr<AlertDispatcher::Shared> s, Hook&
       std::vector<SteadyTime> times;
       times.reserve(h.queue.size());
       for (const auto& p : h.queue) times.push_back(p.queued_at);
-      const auto plan =
+      auto plan =
           plan_batch(times, now, s->stopping ? Duration{0} : s->cfg.group_wait, s->opts.max_batch);
+      // Stopping: no more waiting for a group to fill; what is queued leaves together.
+      if (s->stopping)
+        plan.take = std::min(h.queue.size(), std::max<std::size_t>(s->opts.max_batch, 1));
       if (!plan.ready) {
         co_await sleep_until(h, std::min(plan.wake, next_repeat(h)));
         continue;
@@ -589,6 +593,7 @@ void AlertDispatcher::start() {
   if (shared_->started) return;
   shared_->started = true;
   for (auto& h : shared_->hooks) {
+    ++shared_->active;
     asio::co_spawn(shared_->io, run_hook(shared_, *h),
                    asio::bind_cancellation_slot(h->cancel.slot(), asio::detached));
   }
