@@ -16,6 +16,7 @@ class PatroniReinit final : public Remedy {
   explicit PatroniReinit(std::string patronictl) : patronictl_(std::move(patronictl)) {}
 
   Risk risk() const override { return Risk::destructive; }
+  bool interrupts_postgres() const override { return true; }
 
   std::string plan(const RemedyContext& ctx) const override {
     return "reinit member " + ctx.config.node_name + " of " + ctx.config.scope + " from leader " +

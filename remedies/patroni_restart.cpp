@@ -38,6 +38,7 @@ class PatroniRestart final : public Remedy {
   explicit PatroniRestart(bool when_down) : when_down_(when_down) {}
 
   Risk risk() const override { return Risk::disruptive; }
+  bool interrupts_postgres() const override { return true; }
 
   std::string plan(const RemedyContext& ctx) const override {
     return "POST " + ctx.config.patroni_url + "/restart (Patroni restarts PostgreSQL)" +

@@ -87,6 +87,9 @@ class Remedy {
   // Never throws for the failures it expects (they are outcomes); must honour
   // cancellation like checks do.
   virtual asio::awaitable<RemedyOutcome> run(RemedyContext& ctx) = 0;
+  // True when running it stops or restarts this node's PostgreSQL (the agent-check then
+  // answers maint or drain); a chown or an etcd restart leaves sessions alone.
+  virtual bool interrupts_postgres() const { return false; }
 };
 
 // Builds a remedy from its ladder step's YAML parameters (the `remedy:` key and the

@@ -291,6 +291,9 @@ class ServiceRestartRemedy final : public Remedy {
   explicit ServiceRestartRemedy(ServiceRestartParams params) : params_(std::move(params)) {}
 
   Risk risk() const override { return Risk::disruptive; }
+  bool interrupts_postgres() const override {
+    return params_.unit.rfind("patroni", 0) == 0 || params_.unit.rfind("postgresql", 0) == 0;
+  }
 
   std::string plan(const RemedyContext&) const override {
     if (!params_.command.empty()) return "run: " + command_line(params_.command);

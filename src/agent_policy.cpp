@@ -78,11 +78,13 @@ std::string AgentAnswer::line() const {
     case AgentVerdict::none:
       return "";
     case AgentVerdict::up:
-      // "ready" leaves a DRAIN or MAINT this agent set earlier (HAProxy keeps it otherwise).
+      // "ready" leaves a DRAIN or MAINT this agent set earlier: HAProxy keeps those until
+      // told otherwise, also on a server that is down for other reasons (a replica that
+      // was in MAINT in the primary backend during a remedy stays there until ready).
       words = "up ready";
       break;
     case AgentVerdict::down:
-      words = "down";
+      words = "down ready";
       break;
     case AgentVerdict::drain:
       words = "drain";
@@ -155,12 +157,15 @@ AgentAnswer AgentPolicy::decide(AgentRole role, const AgentFacts& f) {
     case AgentRole::read_only:
     case AgentRole::replica:
       if (is_leader) {
+        lag_drained_ = false;  // a later demotion starts afresh
         if (role == AgentRole::read_only)
           return make(AgentVerdict::up, "leader, PostgreSQL running");
         return make(AgentVerdict::down, "this node is the leader");
       }
-      if (patroni_role != "replica")
+      if (patroni_role != "replica") {
+        lag_drained_ = false;
         return make(AgentVerdict::down, "role " + patroni_role + ", not a replica");
+      }
       break;
   }
 

@@ -4,7 +4,8 @@
 //
 // Answers (HAProxy agent words, one line ending in "\n"):
 //   "up ready"            may serve: the backend role matches and PostgreSQL runs
-//   "down #reason"        must not serve: wrong role, PostgreSQL not running, no leader
+//   "down ready #reason"  must not serve: wrong role, PostgreSQL not running, no leader
+//                         (ready: what the agent put in MAINT/DRAIN comes out of it)
 //   "drain #reason"       a replica lagging past lag_drain (until back under lag_ready)
 //   "maint #reason"       a remedy works on this node (or "drain", agent.during_remedy)
 //   "" (no line at all)   cannot tell yet: HAProxy keeps what it had. "Could not check"
@@ -38,7 +39,8 @@ std::string_view to_string(AgentVerdict v);
 struct AgentAnswer {
   AgentVerdict verdict = AgentVerdict::none;
   std::string reason;  // free text (sanitised: no newline, no '#')
-  // The wire line: "up ready\n", "down #not the leader (leader: kaptan1)\n", or "" for none.
+  // The wire line: "up ready\n", "down ready #not the leader (leader: kaptan1)\n", or ""
+  // for none.
   std::string line() const;
 };
 

@@ -372,6 +372,11 @@ class Daemon {
     engine_ =
         std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
     if (old) engine_->adopt_state(*old);
+    // An action of a replaced engine may still run: one action at a time on a node.
+    engine_->busy_elsewhere([this] {
+      return std::any_of(retired_engines_.begin(), retired_engines_.end(),
+                         [](const auto& e) { return e->busy(); });
+    });
     sched_ = std::make_unique<Scheduler>(io_, http_, worker_, std::move(checks));
     checks_started_at_ = std::chrono::system_clock::now();
     sched_->on_change([this](const CheckState& st, std::optional<Status> old_status) {
@@ -459,6 +464,13 @@ class Daemon {
   // patroni_node checks run again now rather than at their next interval.
   void start_leader_watch() {
     if (cfg_->scope.empty() || cfg_->etcd_endpoints.empty()) return;
+    // Patroni's etcd3: section keeps its keys in the v3 keyspace, which v2 does not see:
+    // watching there would report "no leader" for a healthy cluster.
+    if (!cfg_->patroni_dcs.empty() && cfg_->patroni_dcs != "etcd") {
+      spdlog::info("leader watch off: Patroni uses {} (only the v2 keyspace is watched)",
+                   cfg_->patroni_dcs);
+      return;
+    }
     leader_watch_ = std::make_unique<LeaderWatch>(
         io_, http_, cfg_->etcd_endpoints, cfg_->scope,
         [this](const std::optional<std::string>& leader) {
@@ -484,6 +496,7 @@ class Daemon {
             if (generation != chase_generation_ || !sched_) co_return;
             const CheckState* st = patroni_state();
             if (!st) co_return;
+            if (!first && !leader) co_return;  // etcd unreadable: one fresh look is enough
             if (!first && leader && st->last.evidence.contains("role")) {
               const std::string role = st->last.evidence.value("role", "");
               const bool patroni_leader = role == "master" || role == "primary";
@@ -521,6 +534,8 @@ class Daemon {
       if (st && st->last.at != std::chrono::system_clock::time_point{}) f.patroni = &st->last;
       if (leader_watch_) f.leader_key = leader_watch_->leader();
       if (engine_) f.remedy = engine_->running();
+      for (const auto& e : retired_engines_)  // an action that began before a reload
+        if (f.remedy.empty()) f.remedy = e->running();
       return agent_policy_.answer(role, f);
     });
     agent_->start();
@@ -552,7 +567,7 @@ class Daemon {
     s.started_at = started_at_;
     s.checks_started_at = checks_started_at_;
     s.now = std::chrono::system_clock::now();
-    s.checks = sched_->states();
+    if (sched_) s.checks = sched_->states();
     s.result_bounds = result_bounds(*cfg_);
     s.rules = engine_->rules_json();
     s.events = &events_;
@@ -664,19 +679,20 @@ class Daemon {
               return loaded;
             };
             auto loaded = co_await offload(worker_, std::move(job));
+            if (stopping_) co_return;  // SIGTERM came while the file was read
             if (loaded->config->audit_file != cfg_->audit_file)
               spdlog::warn("audit.file changes take effect at the next start; still writing {}",
                            cfg_->audit_file);
-            const AlertDispatcher* old_alerts = alerts_.get();
-            if (alerts_) {
-              alerts_->stop();
-              retired_alerts_.push_back(std::move(alerts_));
-            }
+            std::unique_ptr<AlertDispatcher> old_alerts = std::move(alerts_);
             std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
             cfg_ = loaded->config;
             start(std::move(loaded->checks), std::move(loaded->rules), old.get());
-            start_alerts(old_alerts);
+            start_alerts(old_alerts.get());
+            if (old_alerts) {
+              old_alerts->stop();
+              retired_alerts_.push_back(std::move(old_alerts));
+            }
             old->stop();
             retired_engines_.push_back(std::move(old));
             spdlog::info("configuration reloaded: mode {}, {} checks ({}), {} rules ({})",
@@ -711,11 +727,13 @@ class Daemon {
   }
 
   void shutdown() {
+    stopping_ = true;
     notifier_.stopping();
     retire(std::move(sched_));
     engine_->stop();
     if (api_) api_->stop();
-    if (agent_) agent_->stop();
+    // The agent answers until the end: HAProxy keeps the last answer it got, and a remedy
+    // still finishing below must not leave the node in maintenance.
     if (leader_watch_) leader_watch_->stop();
     ++chase_generation_;
     if (fleet_) fleet_->stop();
@@ -729,12 +747,16 @@ class Daemon {
             std::erase_if(retired_, [](const auto& r) { return r->active() == 0; });
             // A remedy in progress is given time to finish rather than cut off midway.
             std::erase_if(retired_alerts_, [](const auto& r) { return r->active() == 0; });
-            if (retired_.empty() && !engine_->busy() && (!fleet_ || fleet_->active() == 0) &&
+            const bool acting =
+                engine_->busy() || std::any_of(retired_engines_.begin(), retired_engines_.end(),
+                                               [](const auto& e) { return e->busy(); });
+            if (retired_.empty() && !acting && (!fleet_ || fleet_->active() == 0) &&
                 (!alerts_ || alerts_->active() == 0) && retired_alerts_.empty())
               break;
             t.expires_after(std::chrono::milliseconds(10));
             co_await t.async_wait(asio::use_awaitable);
           }
+          if (agent_) agent_->stop();
           io_.stop();
         },
         asio::detached);
@@ -766,6 +788,7 @@ class Daemon {
   std::unique_ptr<AgentServer> agent_;
   std::unique_ptr<AlertDispatcher> alerts_;
   std::vector<std::unique_ptr<AlertDispatcher>> retired_alerts_;
+  bool stopping_ = false;
 };
 
 // `fener rules` and `fener rules reset NAME`: talk to the running daemon's API.

@@ -109,15 +109,21 @@ struct LeaderWatch::Impl {
       } else {
         req.url = key + "?wait=true&waitIndex=" + std::to_string(index);
         // A long poll: etcd answers at the next change. Patroni rewrites the key every
-        // loop_wait, so a healthy cluster answers well within this.
-        req.timeout = std::chrono::seconds(60);
+        // loop_wait (10 s by default), so a healthy cluster answers well within this.
+        req.timeout = std::chrono::seconds(30);
       }
       const bool waiting = index != 0;
       HttpResult r = co_await self->http.fetch(std::move(req));
       if (!self->running) co_return;
       LeaderKeyEvent e;
       if (!r.ok()) {
-        if (waiting && r.error == HttpError::timeout) continue;  // quiet minute: poll again
+        if (waiting && r.error == HttpError::timeout) {
+          // Silence longer than Patroni's refresh: this member may be cut off from the
+          // raft leader and serve a frozen store. Read again with quorum, which fails
+          // there and moves on to the next endpoint.
+          index = 0;
+          continue;
+        }
         e.error = r.describe();
       } else {
         std::optional<std::uint64_t> etcd_index;
@@ -140,9 +146,13 @@ struct LeaderWatch::Impl {
           index = e.next_index;
           self->set(std::string());
           continue;
-        case LeaderKeyEvent::Kind::resync:
+        case LeaderKeyEvent::Kind::resync: {
           index = 0;
+          backoff.expires_after(std::chrono::milliseconds(50));  // never a tight loop
+          boost::system::error_code ec;
+          co_await backoff.async_wait(asio::redirect_error(asio::use_awaitable, ec));
           continue;
+        }
         case LeaderKeyEvent::Kind::error:
           break;
       }

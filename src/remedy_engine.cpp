@@ -183,7 +183,8 @@ void RemedyEngine::evaluate(std::size_t index) {
       state.skip_step();
       continue;
     }
-    if (busy_) return;  // one action at a time on a node; the next result asks again
+    // One action at a time on a node (also across a reload); the next result asks again.
+    if (busy_ || (busy_elsewhere_ && busy_elsewhere_())) return;
     busy_ = true;
     acting_ = index;
     json f = base;
@@ -202,7 +203,15 @@ asio::awaitable<void> RemedyEngine::act_guarded(std::size_t index, std::size_t s
     error = e.what();
   }
   if (!error.empty()) {
+    running_.clear();
     spdlog::error("rule {}: action failed unexpectedly: {}", rules_[index].name, error);
+    // Resolves the "started" event already announced, and leaves a trace in the audit.
+    announce({{"event", "action"},
+              {"node", config_->node_name},
+              {"rule", rules_[index].name},
+              {"remedy", rules_[index].ladder[step].remedy},
+              {"outcome", "failure"},
+              {"reason", "internal error: " + error}});
     states_[index].hold(rules_[index], Clock::now());
     busy_ = false;
   }
@@ -285,11 +294,8 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
     started_rec["outcome"] = "started";
     emit(started_rec);
   }
-  running_ = step.remedy + " (rule " + rule.name + ")";
-  struct Clear {
-    std::string& s;
-    ~Clear() { s.clear(); }
-  } clear{running_};
+  // The agent-check answers maint (or drain) while PostgreSQL here is being restarted.
+  if (step.impl->interrupts_postgres()) running_ = step.remedy + " (rule " + rule.name + ")";
   RemedyOutcome outcome;
   if (lock) {
     auto both = co_await (run_bounded(*step.impl, ctx) || lock->keep_alive());
@@ -298,6 +304,7 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   } else {
     outcome = co_await run_bounded(*step.impl, ctx);
   }
+  running_.clear();
   record["message"] = outcome.message;
   record["details"] = outcome.details;
   if (outcome.ok && !outcome.changed) {

@@ -4,6 +4,7 @@
 // decision to the audit log. One action at a time per node.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,6 +40,8 @@ class RemedyEngine {
   // An operator's reset of a rule; false when no rule has that name.
   bool reset(const std::string& rule);
 
+  // Another engine (the one a reload replaced) may still be acting: wait for it.
+  void busy_elsewhere(std::function<bool()> f) { busy_elsewhere_ = std::move(f); }
   // Every decision, as it is audited (plus "started" when a remedy begins to run).
   void on_event(EventSink sink) { on_event_ = std::move(sink); }
 
@@ -73,6 +76,7 @@ class RemedyEngine {
   bool stopped_ = false;
   std::string running_;
   EventSink on_event_;
+  std::function<bool()> busy_elsewhere_;
 };
 
 }  // namespace fener

@@ -139,36 +139,43 @@ asio::awaitable<void> Scheduler::loop(std::size_t index) {
   BuiltCheck& built = checks_[index];
   const CheckTiming& t = built.spec.timing;
   asio::steady_timer timer(io_);
-  ++active_;
+  ++*active_;
   struct Leave {
-    std::size_t& n;
-    ~Leave() { --n; }
+    std::shared_ptr<std::size_t> n;
+    ~Leave() { --*n; }
   } leave{active_};
   try {
     // Spread the first runs so that checks (and nodes) do not poll in lockstep.
     timer.expires_after(jitter_up_to(std::min(t.jitter, t.interval)));
     co_await timer.async_wait(asio::use_awaitable);
+    bool extra = false;  // this run was asked for by run_now(), not by the schedule
     for (;;) {
       CheckContext ctx{http_, worker_, t.timeout};
       const auto started = SteadyClock::now();
       CheckResult r = co_await run_with_deadline(*built.check, ctx);
       if (!running_) co_return;
       CheckState& st = states_[index];
-      st.streak = (st.last.status == r.status && st.published) ? st.streak + 1 : 1;
-      st.last = std::move(r);
-      const auto old = st.published;
-      if (auto changed = debouncers_[index].feed(st.last.status)) {
-        st.published = *changed;
-        st.since = st.last.at;
-        if (on_change_) on_change_(st, old);
+      if (extra) {
+        st.last = std::move(r);
+      } else {
+        st.streak = (st.last.status == r.status && st.published) ? st.streak + 1 : 1;
+        st.last = std::move(r);
+        const auto old = st.published;
+        if (auto changed = debouncers_[index].feed(st.last.status)) {
+          st.published = *changed;
+          st.since = st.last.at;
+          if (on_change_) on_change_(st, old);
+        }
+        if (on_result_) on_result_(st);
       }
-      if (on_result_) on_result_(st);
-      const bool healthy = st.last.status == Status::passing && st.published == Status::passing;
-      const Duration wait = healthy ? t.interval : std::min(t.interval, t.unhealthy_interval);
+      extra = false;
       if (poked_[index]) {  // asked for while it ran: run again now
         poked_[index] = false;
+        extra = true;
         continue;
       }
+      const bool healthy = st.last.status == Status::passing && st.published == Status::passing;
+      const Duration wait = healthy ? t.interval : std::min(t.interval, t.unhealthy_interval);
       // Intervals are measured start to start, so a slow check does not drift the schedule.
       timer.expires_at(started + wait);
       sleeping_[index] = &timer;
@@ -176,9 +183,12 @@ asio::awaitable<void> Scheduler::loop(std::size_t index) {
       co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
       sleeping_[index] = nullptr;
       if (!running_) co_return;
-      poked_[index] = false;
       // operation_aborted here is run_now() cutting the wait short; stop() was seen above.
       if (ec && ec != asio::error::operation_aborted) co_return;
+      if (poked_[index]) {
+        poked_[index] = false;
+        extra = true;
+      }
     }
   } catch (const boost::system::system_error&) {
     // Cancelled by stop().

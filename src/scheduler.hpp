@@ -59,14 +59,16 @@ class Scheduler {
 
   // Runs the named check as soon as possible instead of at its next interval (a leader
   // change seen in etcd re-checks Patroni at once). A run in progress is followed by
-  // another. False when no check has that name.
+  // another. Such extra results update the check's `last` (the agent-check reads it) but
+  // do not count for rise/fall nor reach the rules: polling faster during a switchover
+  // must not make a remedy fire sooner. False when no check has that name.
   bool run_now(const std::string& name);
 
   const std::vector<CheckState>& states() const { return states_; }
   // True once every check has published a first result.
   bool all_reported() const;
   // Loops still running; after stop() the object may be destroyed once this is 0.
-  std::size_t active() const { return active_; }
+  std::size_t active() const { return *active_; }
 
  private:
   asio::awaitable<void> loop(std::size_t index);
@@ -83,7 +85,8 @@ class Scheduler {
   OnChange on_change_;
   OnResult on_result_;
   bool running_ = false;
-  std::size_t active_ = 0;
+  // Shared with the loops, which may be destroyed after the scheduler at exit.
+  std::shared_ptr<std::size_t> active_ = std::make_shared<std::size_t>(0);
 };
 
 }  // namespace fener

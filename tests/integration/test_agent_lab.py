@@ -208,6 +208,10 @@ class AgentOnTheLab(unittest.TestCase):
             lab.wait_for(lambda: (servers("replicas")[replica]["admin_state"] == 0
                                   and servers("replicas")[replica]["op_state"] == UP)
                          or NotYet(servers("replicas")), 30, "replica back in the pool")
+            # Where it is down (the primary backend), it must not stay in MAINT either.
+            lab.wait_for(lambda: (servers("primary")[replica]["admin_state"] == 0
+                                  and servers("primary")[replica]["op_state"] == DOWN)
+                         or NotYet(servers("primary")), 30, "replica out of MAINT in the primary backend")
         finally:
             stop.set()
             t.join(5)

@@ -55,7 +55,7 @@ TEST_CASE("agent-send words name the backend's role") {
 
 TEST_CASE("answer lines are what HAProxy parses: words, then # and a one-line reason") {
   CHECK(AgentAnswer{AgentVerdict::up, ""}.line() == "up ready\n");
-  CHECK(AgentAnswer{AgentVerdict::down, "not the leader"}.line() == "down #not the leader\n");
+  CHECK(AgentAnswer{AgentVerdict::down, "not the leader"}.line() == "down ready #not the leader\n");
   CHECK(AgentAnswer{AgentVerdict::drain, "a\nb#c"}.line() == "drain #a b c\n");
   CHECK(AgentAnswer{AgentVerdict::none, "x"}.line().empty());
 }
@@ -66,7 +66,7 @@ TEST_CASE("primary: up only on the leader with PostgreSQL running") {
   auto replica = patroni("replica", "running", 0);
   CHECK(p.answer(AgentRole::primary, facts(&leader, "kaptan1")).verdict == AgentVerdict::up);
   CHECK(p.answer(AgentRole::primary, facts(&replica, "kaptan2")).line() ==
-        "down #not the leader (leader: kaptan2)\n");
+        "down ready #not the leader (leader: kaptan2)\n");
   // Patroni 4 says primary.
   auto p4 = patroni("primary", "running");
   CHECK(p.answer(AgentRole::primary, facts(&p4, "kaptan1")).verdict == AgentVerdict::up);
@@ -78,7 +78,7 @@ TEST_CASE("primary: the leader key wins over a stale Patroni answer") {
   // Demoted in etcd, Patroni not polled since: down at once.
   CHECK(p.answer(AgentRole::primary, facts(&leader, "kaptan2")).verdict == AgentVerdict::down);
   CHECK(p.answer(AgentRole::primary, facts(&leader, "")).line() ==
-        "down #the cluster has no leader\n");
+        "down ready #the cluster has no leader\n");
   // Key ours but Patroni still a replica (promotion in progress): not yet.
   auto replica = patroni("replica", "running", 0);
   CHECK(p.answer(AgentRole::primary, facts(&replica, "kaptan1")).verdict == AgentVerdict::down);
@@ -90,7 +90,7 @@ TEST_CASE("primary: leader whose PostgreSQL does not run is down (Patroni's /pri
   AgentPolicy p;
   auto failed = patroni("master", "start failed");
   CHECK(p.answer(AgentRole::primary, facts(&failed, "kaptan1")).line() ==
-        "down #PostgreSQL start failed (role master)\n");
+        "down ready #PostgreSQL start failed (role master)\n");
 }
 
 TEST_CASE("cannot tell is never down: the last definite answer, or no line at all") {
@@ -131,7 +131,7 @@ TEST_CASE("replica, read-only and any backends") {
   auto replica = patroni("replica", "running", 0);
   auto stopped = patroni("replica", "stopped");
   CHECK(p.answer(AgentRole::replica, facts(&leader, "kaptan1")).line() ==
-        "down #this node is the leader\n");
+        "down ready #this node is the leader\n");
   CHECK(p.answer(AgentRole::read_only, facts(&leader, "kaptan1")).verdict == AgentVerdict::up);
   CHECK(p.answer(AgentRole::replica, facts(&replica, "kaptan2")).verdict == AgentVerdict::up);
   CHECK(p.answer(AgentRole::replica, facts(&stopped, "kaptan2")).verdict == AgentVerdict::down);
