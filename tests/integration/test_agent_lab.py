@@ -200,7 +200,7 @@ class AgentOnTheLab(unittest.TestCase):
         try:
             remedies.break_permissions_and_kill(replica)
             f = feners[replica]
-            f.wait_record(60, "the ladder ran", rule="postgres_down", remedy="patroni_restart")
+            f.wait_record(60, "PostgreSQL restarted by a rule", remedy="patroni_restart", outcome="success")
             remedies.wait_healthy(replica, 90, "replica healed")
             lab.wait_for(lambda: seen["maint"] or NotYet(servers("replicas")), 10,
                          "HAProxy showed MAINT while the remedy ran")
