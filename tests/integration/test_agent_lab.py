@@ -175,6 +175,7 @@ class AgentOnTheLab(unittest.TestCase):
                agent_session_after_promotion_ms=ms["agent_routes"] - ms["promoted"],
                httpchk_session_after_promotion_ms=ms["httpchk_routes"] - ms["promoted"],
                old_agent_down_after_key_ms=ms["old_agent_down"] - ms["key"],
+               new_agent_up_after_key_ms=ms["new_agent_up"] - ms["key"],
                new_agent_up_after_promotion_ms=ms["new_agent_up"] - ms["promoted"])
         # The agent design must not be slower than the httpchk one it replaces.
         self.assertLessEqual(ms["agent_backend"], ms["httpchk_backend"] + 200)
