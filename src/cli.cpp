@@ -103,6 +103,16 @@ the guards, takes the cluster lock in etcd for anything disruptive, runs the
 remedy, and writes the decision to the audit log (audit.file). "Could not check"
 (unknown) never triggers a remedy.
 
+It also tells the world (see docs/):
+  HTTP API    api.listen (default NODE:8009): GET /status, /metrics (Prometheus),
+              /healthz; token-protected peer endpoints
+  agent-check agent.listen (default NODE:8010 where Patroni runs): HAProxy's agent
+              protocol, "up ready" on the running leader, down/drain/maint otherwise
+  alerts      alerts.webhooks: fener JSON (HMAC-signed), Slack or Alertmanager
+  fleet       this node's summary in etcd for `fener status --cluster`
+  systemd     READY/STATUS/WATCHDOG when NOTIFY_SOCKET is set; journal fields
+              (CHECK=, STATUS=, RULE=, ...) when stderr is the journal
+
 Modes:
   observe   check and announce; change nothing (each would-be action is logged
             as WOULD RUN with exactly what it would do)
