@@ -150,12 +150,7 @@ AgentServer::~AgentServer() {
 
 void AgentServer::start() {
   if (impl_->started) return;
-  const tcp::endpoint ep = parse_listen(impl_->opts.listen);
-  tcp::acceptor acceptor(impl_->io);
-  acceptor.open(ep.protocol());
-  acceptor.set_option(tcp::acceptor::reuse_address(true));
-  acceptor.bind(ep);
-  acceptor.listen(asio::socket_base::max_listen_connections);
+  tcp::acceptor acceptor = bind_listener(impl_->io, impl_->opts.listen);
   impl_->bound_port = acceptor.local_endpoint().port();
   impl_->acceptor.emplace(std::move(acceptor));
   impl_->started = true;

@@ -400,14 +400,19 @@ void ApiServer::add_route(std::string method, std::string path_or_prefix, bool p
       {std::move(method), std::move(path_or_prefix), prefix, needs_token, std::move(handler)});
 }
 
-void ApiServer::start() {
-  if (impl_->started) return;
-  const tcp::endpoint ep = parse_listen(impl_->opts.listen);
-  tcp::acceptor acceptor(impl_->io);
+tcp::acceptor bind_listener(asio::io_context& io, const std::string& listen) {
+  const tcp::endpoint ep = parse_listen(listen);
+  tcp::acceptor acceptor(io);
   acceptor.open(ep.protocol());
   acceptor.set_option(tcp::acceptor::reuse_address(true));
   acceptor.bind(ep);
   acceptor.listen(asio::socket_base::max_listen_connections);
+  return acceptor;
+}
+
+void ApiServer::start() {
+  if (impl_->started) return;
+  tcp::acceptor acceptor = bind_listener(impl_->io, impl_->opts.listen);
   impl_->bound_port = acceptor.local_endpoint().port();
   impl_->acceptor.emplace(std::move(acceptor));
   impl_->started = true;

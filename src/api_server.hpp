@@ -69,6 +69,10 @@ std::optional<std::string> decode_request_path(std::string_view raw, std::string
 // std::invalid_argument with what is wrong otherwise.
 asio::ip::tcp::endpoint parse_listen(const std::string& listen);
 
+// A listening acceptor on `listen` (parse_listen's form), SO_REUSEADDR set. Throws
+// boost::system::system_error when it cannot bind, std::invalid_argument for a bad address.
+asio::ip::tcp::acceptor bind_listener(asio::io_context& io, const std::string& listen);
+
 // True when header_value is "Bearer <token>" with exactly that token (constant time).
 bool bearer_token_matches(std::string_view header_value, std::string_view token);
 

@@ -801,6 +801,18 @@ class Daemon {
   bool stopping_ = false;
 };
 
+// One request from a CLI command (no daemon loop around it): runs its own loop to the end.
+HttpResult fetch_once(HttpRequest req) {
+  asio::io_context io;
+  HttpClient http(io);
+  HttpResult r;
+  asio::co_spawn(
+      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
+      asio::detached);
+  io.run();
+  return r;
+}
+
 // `fener rules` and `fener rules reset NAME`: talk to the running daemon's API.
 int cmd_rules(const Args& args) {
   Config cfg = load_config(args.load);
@@ -819,13 +831,7 @@ int cmd_rules(const Args& args) {
     req.url += "/" + args.rest[1] + "/reset";
     req.headers = {"Authorization: Bearer " + cfg.api.token};
   }
-  asio::io_context io;
-  HttpClient http(io);
-  HttpResult r;
-  asio::co_spawn(
-      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
-      asio::detached);
-  io.run();
+  const HttpResult r = fetch_once(std::move(req));
   if (!r.ok()) {
     std::cerr << "fener: cannot reach the daemon at " << cfg.api.listen << ": " << r.describe()
               << "\n";
@@ -911,13 +917,7 @@ int cmd_status(const Args& args) {
   req.url = "http://" + cfg.api.listen + "/status";
   req.timeout = std::chrono::seconds(5);
   req.max_body = 16 << 20;
-  asio::io_context io;
-  HttpClient http(io);
-  HttpResult r;
-  asio::co_spawn(
-      io, [&]() -> asio::awaitable<void> { r = co_await http.fetch(std::move(req)); },
-      asio::detached);
-  io.run();
+  const HttpResult r = fetch_once(std::move(req));
   if (!r.ok()) {
     std::cerr << "fener: cannot reach the daemon at " << cfg.api.listen << ": " << r.describe()
               << " (is `fener run` running?)\n";
