@@ -114,15 +114,9 @@ struct AgentServer::Impl {
       c->close();  // reset, or 256 bytes without a newline: not an agent client
       co_return;
     }
-    AgentRole role = self->opts.default_role;
-    const std::string line = buf.substr(0, buf.find('\n'));
-    if (!line.empty()) {
-      if (auto r = agent_role_from_string(line)) {
-        role = *r;
-      } else {
-        ++self->stats.bad_request;
-      }
-    }
+    bool bad = false;
+    const AgentRole role = agent_request_role(buf, self->opts.default_role, &bad);
+    if (bad) ++self->stats.bad_request;
     const AgentAnswer a = self->provider(role);
     ++self->stats.answers[static_cast<int>(role)][static_cast<int>(a.verdict)];
     const std::string out = a.line();
@@ -178,6 +172,15 @@ std::size_t AgentServer::connections() const {
 
 const AgentStats& AgentServer::stats() const {
   return impl_->stats;
+}
+
+AgentRole agent_request_role(std::string_view received, AgentRole default_role, bool* bad) {
+  if (bad) *bad = false;
+  const std::string_view line = received.substr(0, received.find('\n'));
+  if (line.empty()) return default_role;
+  if (auto r = agent_role_from_string(line)) return *r;
+  if (bad) *bad = true;
+  return default_role;
 }
 
 }  // namespace fener

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,12 @@
 namespace fener {
 
 namespace asio = boost::asio;
+
+// The role asked for by what a client sent (its agent-send line, up to the first newline;
+// nothing at all when it sent nothing): default_role for an empty line and, with *bad set,
+// for a line that names no role. Pure.
+AgentRole agent_request_role(std::string_view received, AgentRole default_role,
+                             bool* bad = nullptr);
 
 struct AgentServerOptions {
   std::string listen;  // "host:port"; port 0 picks a free one (tests)

@@ -19,6 +19,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -95,7 +96,54 @@ std::string remote_of(const tcp::socket& s) {
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
+// The answer to a request the parser refused.
+ApiResponse refusal_for(const boost::system::error_code& ec, const ApiServerOptions& opts) {
+  if (ec == http::error::header_limit)
+    return ApiResponse::error(
+        431, "request header larger than " + std::to_string(opts.max_header_bytes) + " bytes");
+  if (ec == http::error::body_limit)
+    return ApiResponse::error(
+        413, "request body larger than " + std::to_string(opts.max_body_bytes) + " bytes");
+  return ApiResponse::error(400, "malformed request: " + ec.message());
+}
+
+ApiRequest request_from(http::request<http::string_body>& msg) {
+  ApiRequest req;
+  req.method = to_std(msg.method_string());
+  req.target = to_std(msg.target());
+  for (const auto& f : msg) {
+    std::string name = to_std(f.name_string());
+    for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    req.headers.emplace_back(std::move(name), to_std(f.value()));
+  }
+  req.body = std::move(msg.body());
+  return req;
+}
+
 }  // namespace
+
+std::variant<ApiRequest, ApiResponse> parse_api_request(std::string_view bytes,
+                                                        const ApiServerOptions& opts) {
+  http::request_parser<http::string_body> parser;
+  parser.eager(true);
+  parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
+  parser.body_limit(opts.max_body_bytes);
+  boost::system::error_code ec;
+  std::size_t used = 0;
+  while (!ec && !parser.is_done() && used < bytes.size()) {
+    const std::size_t n = parser.put(asio::buffer(bytes.data() + used, bytes.size() - used), ec);
+    if (ec == http::error::need_more) {
+      ec = {};
+      break;
+    }
+    if (n == 0) break;
+    used += n;
+  }
+  if (!ec && !parser.is_done()) parser.put_eof(ec);
+  if (!ec && !parser.is_done()) ec = http::error::partial_message;
+  if (ec) return refusal_for(ec, opts);
+  return request_from(parser.get());
+}
 
 asio::ip::tcp::endpoint parse_listen(const std::string& listen) {
   std::string host, port;
@@ -253,30 +301,15 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
       ApiResponse resp;
       bool keep_alive = false;
       unsigned version = 11;
-      if (ec == http::error::header_limit) {
-        resp = ApiResponse::error(
-            431, "request header larger than " + std::to_string(opts.max_header_bytes) + " bytes");
-      } else if (ec == http::error::body_limit) {
-        resp = ApiResponse::error(
-            413, "request body larger than " + std::to_string(opts.max_body_bytes) + " bytes");
-      } else if (ec) {
-        resp = ApiResponse::error(400, "malformed request: " + ec.message());
+      if (ec) {
+        resp = refusal_for(ec, opts);
       } else {
         auto& msg = parser.get();
         version = msg.version();
         keep_alive = msg.keep_alive();
-        ApiRequest req;
-        req.method = to_std(msg.method_string());
-        req.target = to_std(msg.target());
+        ApiRequest req = request_from(msg);
         req.remote = remote;
-        for (const auto& f : msg) {
-          std::string name = to_std(f.name_string());
-          for (auto& ch : name)
-            ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-          req.headers.emplace_back(std::move(name), to_std(f.value()));
-        }
-        req.body = std::move(msg.body());
-        resp = co_await dispatch(c, req);
+        resp = co_await dispatch(c.timer, req);
       }
       co_await write_response(c, resp, version, keep_alive);
       // After a refused request the client may still be sending: read and drop what comes
@@ -288,7 +321,7 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   }
 
   // Finds the route, checks the token, runs the handler (cancelled at the deadline).
-  asio::awaitable<ApiResponse> dispatch(Connection& c, ApiRequest& req) {
+  asio::awaitable<ApiResponse> dispatch(asio::steady_timer& deadline, ApiRequest& req) {
     const auto q = req.target.find('?');
     const std::string raw_path = req.target.substr(0, q);
     if (q != std::string::npos) req.query = req.target.substr(q + 1);
@@ -332,7 +365,7 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
     }
     // A copy: the table may change while this request waits.
     const ApiHandler handler = best->handler;
-    auto outcome = co_await (run_handler(handler, req) || c.timer.async_wait(asio::use_awaitable));
+    auto outcome = co_await (run_handler(handler, req) || deadline.async_wait(asio::use_awaitable));
     if (outcome.index() == 0) co_return std::move(std::get<0>(outcome));
     co_return ApiResponse::error(503, "no answer within the deadline");
   }
@@ -437,6 +470,13 @@ unsigned short ApiServer::port() const {
 
 std::size_t ApiServer::connections() const {
   return impl_->conns.size();
+}
+
+asio::awaitable<ApiResponse> ApiServer::handle(ApiRequest req) {
+  const std::shared_ptr<Impl> self = impl_;
+  asio::steady_timer deadline(self->io, self->opts.deadline);
+  ApiResponse resp = co_await self->dispatch(deadline, req);
+  co_return resp;
 }
 
 const ApiServerOptions& ApiServer::options() const {

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -65,6 +66,12 @@ struct ApiServerOptions {
 // encoded '/' (%2F): after decoding no one could tell it from a real separator.
 std::optional<std::string> decode_request_path(std::string_view raw, std::string* why = nullptr);
 
+// One request's bytes read the way the server reads them from its socket (Boost.Beast's
+// parser with the same header and body limits): the request (path, query and remote not
+// yet filled in), or the answer to a malformed one (400, 413, 431). Pure.
+std::variant<ApiRequest, ApiResponse> parse_api_request(std::string_view bytes,
+                                                        const ApiServerOptions& opts);
+
 // "address:port" or "[v6]:port" ("localhost" = 127.0.0.1) as an endpoint to bind;
 // std::invalid_argument with what is wrong otherwise.
 asio::ip::tcp::endpoint parse_listen(const std::string& listen);
@@ -96,6 +103,11 @@ class ApiServer {
   // Closes the acceptor and every connection. Coroutines still in flight finish on their
   // own (they keep the server's state alive); idempotent.
   void stop();
+
+  // What the server answers to req, as if it had arrived on a connection: the route lookup,
+  // path decoding, token check and handler, bounded by the deadline. Runs on the server's
+  // io_context; for tests and fuzzing.
+  asio::awaitable<ApiResponse> handle(ApiRequest req);
 
   unsigned short port() const;  // the bound port (after start)
   std::size_t connections() const;

@@ -1,0 +1,97 @@
+// The pure entry points the fuzz targets (tests/fuzz) drive, and the inputs the fuzzers
+// found that once broke a parser: each finding has its test here and its input in the
+// target's corpus.
+#include <string>
+#include <variant>
+
+#include <doctest/doctest.h>
+#include <boost/asio/io_context.hpp>
+
+#include "src/agent_server.hpp"
+#include "src/api_server.hpp"
+#include "tests/unit/api_support.hpp"
+
+using namespace fener;
+
+TEST_CASE("parse_api_request: a request, and the server's answers to malformed ones") {
+  ApiServerOptions o;
+  o.max_header_bytes = 256;
+  o.max_body_bytes = 8;
+  auto ok = parse_api_request(
+      "GET /v1/peer/files/a%2Eb?x=1 HTTP/1.1\r\nHost: h\r\n"
+      "Authorization: Bearer t\r\n\r\n",
+      o);
+  REQUIRE(std::holds_alternative<ApiRequest>(ok));
+  const auto& req = std::get<ApiRequest>(ok);
+  CHECK(req.method == "GET");
+  CHECK(req.target == "/v1/peer/files/a%2Eb?x=1");
+  CHECK(req.header("AUTHORIZATION") == "Bearer t");
+
+  auto body = parse_api_request("POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", o);
+  REQUIRE(std::holds_alternative<ApiRequest>(body));
+  CHECK(std::get<ApiRequest>(body).body == "abc");
+
+  auto status_of = [&](const std::string& bytes) {
+    auto r = parse_api_request(bytes, o);
+    return std::holds_alternative<ApiResponse>(r) ? std::get<ApiResponse>(r).status : 0;
+  };
+  CHECK(status_of("GET / HTTP/1.1\r\nX: " + std::string(300, 'a') + "\r\n\r\n") == 431);
+  CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\n123456789") == 413);
+  CHECK(status_of("BAD\r\n\r\n") == 400);
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: h\r\n") == 400);                   // cut short
+  CHECK(status_of("POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab") == 400);  // short body
+  CHECK(status_of("") == 400);
+}
+
+TEST_CASE("ApiServer::handle answers as a connection would: 404, 405, 400, token, handler") {
+  asio::io_context io;
+  ApiServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.token = "t";
+  ApiServer server(io, o);
+  server.add_route("GET", "/a", false, false,
+                   [](const ApiRequest& r) -> asio::awaitable<ApiResponse> {
+                     co_return ApiResponse::json_body(200, {{"path", r.path}, {"query", r.query}});
+                   });
+  server.add_route("GET", "/p/", true, true, [](const ApiRequest&) -> asio::awaitable<ApiResponse> {
+    co_return ApiResponse::json_body(200, {});
+  });
+  auto answer = [&](std::string method, std::string target, std::string auth = "") {
+    ApiRequest req;
+    req.method = std::move(method);
+    req.target = std::move(target);
+    if (!auth.empty()) req.headers.emplace_back("authorization", auth);
+    ApiResponse resp;
+    test::run_co(io, [&]() -> asio::awaitable<void> {
+      ApiRequest copy = req;
+      ApiResponse r = co_await server.handle(std::move(copy));
+      resp = std::move(r);
+    });
+    return resp;
+  };
+  const ApiResponse a = answer("GET", "/a?x=%2F");
+  CHECK(a.status == 200);
+  CHECK(nlohmann::json::parse(a.body) == nlohmann::json{{"path", "/a"}, {"query", "x=%2F"}});
+  CHECK(answer("GET", "/b").status == 404);
+  CHECK(answer("POST", "/a").status == 405);
+  CHECK(answer("GET", "/p/x%2Fy", "Bearer t").status == 400);
+  CHECK(answer("GET", "*").status == 400);
+  CHECK(answer("GET", "/p/x").status == 401);
+  CHECK(answer("GET", "/p/x", "Bearer u").status == 401);
+  CHECK(answer("GET", "/p/x", "Bearer t").status == 200);
+}
+
+TEST_CASE("agent_request_role: the agent-send line, the default for nothing and for garbage") {
+  bool bad = true;
+  CHECK(agent_request_role("replica\n", AgentRole::primary, &bad) == AgentRole::replica);
+  CHECK_FALSE(bad);
+  CHECK(agent_request_role("read-only\r\nmore", AgentRole::primary, &bad) == AgentRole::read_only);
+  CHECK(agent_request_role("", AgentRole::replica, &bad) == AgentRole::replica);
+  CHECK_FALSE(bad);
+  CHECK(agent_request_role("\nprimary\n", AgentRole::replica, &bad) == AgentRole::replica);
+  CHECK_FALSE(bad);
+  CHECK(agent_request_role("bogus\n", AgentRole::any, &bad) == AgentRole::any);
+  CHECK(bad);
+  CHECK(agent_request_role(std::string("prim\0ary", 8), AgentRole::any, &bad) == AgentRole::any);
+  CHECK(bad);
+}
