@@ -21,9 +21,14 @@ std::optional<json> value_json(const json& node) {
   return parse_json(node["value"].get<std::string>());
 }
 
+std::optional<std::string> str_field(const json& j, const char* key) {
+  if (j.is_object() && j.contains(key) && j[key].is_string()) return j[key].get<std::string>();
+  return std::nullopt;
+}
+
 void walk(const json& node, const std::string& prefix, ClusterFacts& f) {
   if (!node.is_object()) return;
-  const std::string key = node.value("key", "");
+  const std::string key = str_field(node, "key").value_or("");
   const std::string rel = key.rfind(prefix, 0) == 0 ? key.substr(prefix.size()) : key;
   if (node.contains("nodes") && node["nodes"].is_array()) {
     for (const auto& child : node["nodes"]) walk(child, prefix, f);
@@ -36,16 +41,12 @@ void walk(const json& node, const std::string& prefix, ClusterFacts& f) {
     f.cluster_sysid = value.get<std::string>();
   } else if (rel == "config") {
     auto c = value_json(node);
-    f.paused = c && c->is_object() && c->value("pause", false);
+    f.paused = c && c->is_object() && c->contains("pause") && (*c)["pause"].is_boolean() &&
+               (*c)["pause"].get<bool>();
   } else if (rel.rfind("members/", 0) == 0) {
     auto m = value_json(node);
     if (m && m->is_object()) f.evidence["members"][rel.substr(8)] = *m;
   }
-}
-
-std::optional<std::string> str_field(const json& j, const char* key) {
-  if (j.is_object() && j.contains(key) && j[key].is_string()) return j[key].get<std::string>();
-  return std::nullopt;
 }
 
 }  // namespace
@@ -53,7 +54,7 @@ std::optional<std::string> str_field(const json& j, const char* key) {
 void read_dcs_tree(const json& answer, ClusterFacts& f) {
   if (!answer.is_object() || !answer.contains("node")) return;
   const json& root = answer["node"];
-  std::string prefix = root.value("key", "");
+  std::string prefix = str_field(root, "key").value_or("");
   if (!prefix.empty() && prefix.back() != '/') prefix += '/';
   walk(root, prefix, f);
   // The config key may be absent on a fresh cluster: not paused then.

@@ -1,6 +1,7 @@
 #include "src/fleet.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -94,27 +95,34 @@ std::optional<NodeSummary> summary_from_json(const json& j, std::string* why) {
   NodeSummary s;
   for (const char* key : {"node", "status", "published_at"})
     if (!j.contains(key) || !j[key].is_string()) return fail(std::string("no \"") + key + "\"");
+  // Optional fields of the wrong type read as absent: value() would throw on them.
+  auto text = [](const json& o, const char* key) {
+    return o.contains(key) && o[key].is_string() ? o[key].get<std::string>() : std::string();
+  };
   s.node = j["node"].get<std::string>();
-  s.scope = j.value("scope", "");
-  s.mode = j.value("mode", "");
-  s.version = j.value("version", "");
+  s.scope = text(j, "scope");
+  s.mode = text(j, "mode");
+  s.version = text(j, "version");
   auto st = status_from_string(j["status"].get<std::string>());
   if (!st) return fail("unknown status \"" + j["status"].get<std::string>() + "\"");
   s.status = *st;
   auto at = parse_timestamp(j["published_at"].get<std::string>());
   if (!at) return fail("published_at is not a timestamp");
   s.published_at = *at;
-  if (!j.contains("interval_seconds") || !j["interval_seconds"].is_number() ||
-      j["interval_seconds"].get<double>() <= 0)
+  if (!j.contains("interval_seconds") || !j["interval_seconds"].is_number())
     return fail("no \"interval_seconds\"");
-  s.interval = Duration(static_cast<long long>(j["interval_seconds"].get<double>() * 1000));
+  // Bounded before the conversion: a double beyond long long's range does not convert.
+  const double interval = j["interval_seconds"].get<double>();
+  if (!(interval >= 0.001 && interval <= kFleetMaxIntervalSeconds))
+    return fail("interval_seconds out of range");
+  s.interval = Duration(static_cast<long long>(interval * 1000));
   if (j.contains("checks") && j["checks"].is_array()) {
     for (const auto& c : j["checks"]) {
       if (!c.is_object() || !c.contains("name") || !c["name"].is_string()) continue;
       FleetCheck fc;
       fc.name = c["name"].get<std::string>();
-      fc.status = status_from_string(c.value("status", "")).value_or(Status::unknown);
-      fc.message = c.value("message", "");
+      fc.status = status_from_string(text(c, "status")).value_or(Status::unknown);
+      fc.message = text(c, "message");
       s.checks.push_back(std::move(fc));
     }
   }
@@ -145,7 +153,8 @@ std::optional<std::vector<FleetKey>> parse_fleet_listing(long http_status, const
     return std::nullopt;
   };
   auto j = parse_json(body);
-  if (http_status == 404 && j && j->is_object() && j->value("errorCode", 0) == 100)
+  if (http_status == 404 && j && j->is_object() && j->contains("errorCode") &&
+      (*j)["errorCode"].is_number_integer() && (*j)["errorCode"].get<long long>() == 100)
     return std::vector<FleetKey>{};  // nobody has published yet
   if (http_status != 200) return fail("HTTP " + std::to_string(http_status) + ": " + snippet(body));
   if (!j || !j->is_object() || !j->contains("node") || !(*j)["node"].is_object())
@@ -156,11 +165,14 @@ std::optional<std::vector<FleetKey>> parse_fleet_listing(long http_status, const
   if (!dir["nodes"].is_array()) return fail("not an etcd v2 listing: \"nodes\" is not a list");
   for (const auto& n : dir["nodes"]) {
     if (!n.is_object() || !n.contains("key") || !n["key"].is_string()) continue;
-    if (n.value("dir", false)) continue;
+    if (n.contains("dir") && n["dir"].is_boolean() && n["dir"].get<bool>()) continue;
     FleetKey k;
     k.node = last_segment(n["key"].get<std::string>());
     k.value = n.contains("value") && n["value"].is_string() ? n["value"].get<std::string>() : "";
-    if (n.contains("ttl") && n["ttl"].is_number_integer()) k.ttl_left = n["ttl"].get<long long>();
+    // etcd's TTLs are positive seconds; anything else would only upset the age arithmetic.
+    if (n.contains("ttl") && n["ttl"].is_number_unsigned() &&
+        n["ttl"].get<std::uint64_t>() <= kFleetMaxTtlSeconds)
+      k.ttl_left = n["ttl"].get<long long>();
     out.push_back(std::move(k));
   }
   return out;

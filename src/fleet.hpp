@@ -36,6 +36,10 @@ namespace fener {
 class HttpClient;
 
 inline constexpr int kFleetStaleIntervals = 3;
+// Bounds on what a published summary and etcd's listing may say; beyond them the entry is
+// invalid (summary) or its TTL ignored.
+inline constexpr double kFleetMaxIntervalSeconds = 7 * 24 * 3600;
+inline constexpr unsigned long long kFleetMaxTtlSeconds = 1'000'000'000;
 inline constexpr int kFleetTtlIntervals = 10;
 // Bounds on what one node writes: etcd keeps every value in memory and in its log.
 inline constexpr std::size_t kFleetMaxChecks = 64;

@@ -38,10 +38,13 @@ LeaderKeyEvent parse_leader_answer(long status, const std::string& body,
       e.kind = LeaderKeyEvent::Kind::resync;
       return e;
     }
-    e.error = "etcd error " + std::to_string(code) + ": " + d.value("message", std::string());
+    const std::string message =
+        d.contains("message") && d["message"].is_string() ? d["message"].get<std::string>() : "";
+    e.error = "etcd error " + std::to_string(code) + ": " + message;
     return e;
   }
-  const std::string action = d.value("action", "");
+  const std::string action =
+      d.contains("action") && d["action"].is_string() ? d["action"].get<std::string>() : "";
   if (!d.contains("node") || !d["node"].is_object()) {
     e.error = "answer without a node (action \"" + action + "\")";
     return e;

@@ -72,8 +72,10 @@ std::optional<SystemTime> parse_timestamp(std::string_view text) {
                   &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
       consumed != 19)
     return std::nullopt;
-  if (tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
-      tm.tm_min > 59 || tm.tm_sec > 60)
+  // Years outside 1970-2200 are refused: SystemTime counts nanoseconds, which reach only
+  // about 292 years either side of 1970, and fener never wrote such a time.
+  if (tm.tm_year < 1970 || tm.tm_year > 2200 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+      tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
     return std::nullopt;
   std::size_t i = 19;
   long ms = 0;

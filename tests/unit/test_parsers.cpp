@@ -9,6 +9,10 @@
 
 #include "src/agent_server.hpp"
 #include "src/api_server.hpp"
+#include "src/cluster_facts.hpp"
+#include "src/fleet.hpp"
+#include "src/leader_watch.hpp"
+#include "src/status.hpp"
 #include "tests/unit/api_support.hpp"
 
 using namespace fener;
@@ -94,4 +98,70 @@ TEST_CASE("agent_request_role: the agent-send line, the default for nothing and 
   CHECK(bad);
   CHECK(agent_request_role(std::string("prim\0ary", 8), AgentRole::any, &bad) == AgentRole::any);
   CHECK(bad);
+}
+
+// Found while writing the fuzz targets for the etcd v2 keys answers (fuzz_etcd_keys): a
+// field of an unexpected JSON type made nlohmann's value() throw out of the parser, and a
+// far-off timestamp or huge interval overflowed the time arithmetic.
+TEST_CASE("fleet summaries and listings with fields of the wrong type or out of range") {
+  using nlohmann::json;
+  const json good = json::parse(R"({"node":"kaptan1","status":"passing",
+      "published_at":"2026-11-28T08:00:00.000Z","interval_seconds":10})");
+  json j = good;
+  j["scope"] = 5;
+  j["mode"] = json::array();
+  j["checks"] = json::parse(R"([{"name":"a","status":1,"message":{}}])");
+  std::optional<NodeSummary> s;
+  CHECK_NOTHROW(s = summary_from_json(j));
+  REQUIRE(s);
+  CHECK(s->scope.empty());
+  REQUIRE(s->checks.size() == 1);
+  CHECK(s->checks[0].status == Status::unknown);
+
+  std::string why;
+  j = good;
+  j["interval_seconds"] = 1e300;
+  CHECK_FALSE(summary_from_json(j, &why));
+  CHECK(why == "interval_seconds out of range");
+  j["interval_seconds"] = 1e-9;
+  CHECK_FALSE(summary_from_json(j));
+  j = good;
+  j["published_at"] = "9999-12-31T23:59:59Z";
+  CHECK_FALSE(summary_from_json(j, &why));
+  CHECK(why == "published_at is not a timestamp");
+  CHECK_FALSE(parse_timestamp("0001-01-01T00:00:00Z"));
+  CHECK(parse_timestamp("2200-01-01T00:00:00Z"));
+
+  std::optional<std::vector<FleetKey>> keys;
+  CHECK_NOTHROW(keys = parse_fleet_listing(404, R"({"errorCode":"100"})"));
+  CHECK_FALSE(keys);
+  CHECK_NOTHROW(keys = parse_fleet_listing(200, R"({"node":{"nodes":[
+      {"key":"/fener/liman/nodes/a","dir":"yes","value":"v","ttl":-5},
+      {"key":"/fener/liman/nodes/b","value":"v","ttl":18446744073709551615},
+      {"key":"/fener/liman/nodes/c","value":"v","ttl":25}]}})"));
+  REQUIRE(keys);
+  REQUIRE(keys->size() == 3);
+  CHECK_FALSE((*keys)[0].ttl_left);
+  CHECK_FALSE((*keys)[1].ttl_left);
+  CHECK((*keys)[2].ttl_left == 25);
+}
+
+TEST_CASE("leader key answers and Patroni's tree with fields of the wrong type") {
+  LeaderKeyEvent e;
+  CHECK_NOTHROW(e = parse_leader_answer(400, R"({"errorCode":300,"message":5})", 1));
+  CHECK(e.kind == LeaderKeyEvent::Kind::error);
+  CHECK(e.error == "etcd error 300: ");
+  CHECK_NOTHROW(e = parse_leader_answer(200, R"({"action":5,"node":{"value":"kaptan1"}})", 1));
+  CHECK(e.kind == LeaderKeyEvent::Kind::value);
+
+  ClusterFacts f;
+  CHECK_NOTHROW(read_dcs_tree(nlohmann::json::parse(R"({"node":5})"), f));
+  CHECK_FALSE(f.leader_name);
+  CHECK_NOTHROW(read_dcs_tree(nlohmann::json::parse(R"({"node":{"key":"/service/liman","nodes":[
+      {"key":7,"value":"x"},
+      {"key":"/service/liman/leader","value":"kaptan1"},
+      {"key":"/service/liman/config","value":"{\"pause\":\"yes\"}"}]}})"),
+                              f));
+  CHECK(f.leader_name == "kaptan1");
+  CHECK(f.paused == false);
 }
