@@ -651,8 +651,8 @@ class Daemon {
               "Connections accepted on the HAProxy agent-check port.");
     m.add("fener_agent_connections_total", {}, static_cast<double>(st.connections));
     m.declare("fener_agent_rejected_total", MetricType::counter,
-              "Agent-check connections closed unanswered: over agent.max_connections, no "
-              "silent one to evict.");
+              "Agent-check connections closed unanswered at once: at agent.max_connections "
+              "and not one that asked (which evicts a silent one).");
     m.add("fener_agent_rejected_total", {}, static_cast<double>(st.rejected));
     m.declare("fener_agent_evicted_total", MetricType::counter,
               "Silent agent-check connections closed at agent.max_connections to make room.");
