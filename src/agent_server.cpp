@@ -26,10 +26,8 @@ nlohmann::json AgentStats::to_json() const {
       if (answers[r][v])
         a[std::string(to_string(static_cast<AgentRole>(r)))]
          [std::string(to_string(static_cast<AgentVerdict>(v)))] = answers[r][v];
-  return {{"connections", connections},
-          {"rejected", rejected},
-          {"bad_request", bad_request},
-          {"answers", a}};
+  return {{"connections", connections},     {"rejected", rejected},       {"evicted", evicted},
+          {"accept_errors", accept_errors}, {"bad_request", bad_request}, {"answers", a}};
 }
 
 namespace {
@@ -41,8 +39,17 @@ struct Conn {
     socket.close(ignored);
     timer.cancel();
   }
+  // Nothing received yet: nothing read and nothing waiting in the kernel. Such a connection
+  // is the one given up when the slots run out.
+  bool silent() {
+    if (!reading || heard) return false;
+    boost::system::error_code ec;
+    return socket.available(ec) == 0 && !ec;
+  }
   tcp::socket socket;
   asio::steady_timer timer;
+  bool heard = false;   // something arrived (the read buffer's size does not say: it grows first)
+  bool reading = true;  // still waiting for the agent-send line
 };
 
 }  // namespace
@@ -62,20 +69,36 @@ struct AgentServer::Impl {
   AgentStats stats;
 
   static asio::awaitable<void> accept_loop(std::shared_ptr<Impl> self) {
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> warned;  // at most one warning per 10 s
+    std::uint64_t unlogged = 0;
     while (!self->stopped && self->acceptor) {
       boost::system::error_code ec;
       tcp::socket s =
           co_await self->acceptor->async_accept(asio::redirect_error(asio::use_awaitable, ec));
       if (ec) {
         if (self->stopped || ec == asio::error::operation_aborted) co_return;
-        // EMFILE and friends: back off a little instead of spinning on the error.
-        spdlog::warn("agent-check: accept failed: {}", ec.message());
+        // EMFILE, ENFILE and friends: the pending connection stays in the kernel's queue.
+        // Pause a little instead of spinning on the error; log at most every 10 s.
+        ++self->stats.accept_errors;
+        ++unlogged;
+        if (!warned || Clock::now() - *warned >= std::chrono::seconds(10)) {
+          spdlog::warn(
+              "agent-check: accept failed: {} ({} time(s) since the last warning); "
+              "pausing 100 ms after each",
+              ec.message(), unlogged);
+          warned = Clock::now();
+          unlogged = 0;
+        }
         asio::steady_timer t(self->io, std::chrono::milliseconds(100));
         co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
         continue;
       }
       ++self->stats.connections;
-      if (self->conns.size() >= self->opts.max_connections) {
+      // At the cap, a connection whose agent-send line is already here takes the slot of
+      // the oldest silent one; a silent newcomer is no better than those and is closed.
+      if (self->conns.size() >= self->opts.max_connections &&
+          (!asks_already(s) || !self->evict_one())) {
         ++self->stats.rejected;
         boost::system::error_code ignored;
         s.close(ignored);
@@ -86,6 +109,27 @@ struct AgentServer::Impl {
       self->conns.emplace(id, c);
       asio::co_spawn(self->io, serve(self, c, id), asio::detached);
     }
+  }
+
+  static bool asks_already(tcp::socket& s) {
+    boost::system::error_code ec;
+    return s.available(ec) > 0 && !ec;
+  }
+
+  // Closes the oldest connection that has sent nothing yet, to give its slot to a new
+  // one; false when there is none (every slot holds a client that asked something).
+  bool evict_one() {
+    for (auto it = conns.begin(); it != conns.end(); ++it) {
+      auto c = it->second.lock();
+      if (c && !c->silent()) continue;
+      conns.erase(it);
+      if (c) {
+        c->close();
+        ++stats.evicted;
+      }
+      return true;
+    }
+    return false;
   }
 
   static asio::awaitable<void> serve(std::shared_ptr<Impl> self, std::shared_ptr<Conn> c,
@@ -106,14 +150,21 @@ struct AgentServer::Impl {
       }
     });
     std::string buf;
-    co_await asio::async_read_until(c->socket, asio::dynamic_buffer(buf, 256), '\n',
-                                    asio::redirect_error(asio::use_awaitable, ec));
+    co_await c->socket.async_wait(tcp::socket::wait_read,
+                                  asio::redirect_error(asio::use_awaitable, ec));
+    if (!ec) {
+      c->heard = true;
+      co_await asio::async_read_until(c->socket, asio::dynamic_buffer(buf, 256), '\n',
+                                      asio::redirect_error(asio::use_awaitable, ec));
+    }
+    c->reading = false;
     c->timer.cancel();
     if (self->stopped) co_return;
     if (ec && ec != asio::error::operation_aborted && ec != asio::error::eof) {
       c->close();  // reset, or 256 bytes without a newline: not an agent client
       co_return;
     }
+    if (!c->socket.is_open()) co_return;  // evicted while it waited
     bool bad = false;
     const AgentRole role = agent_request_role(buf, self->opts.default_role, &bad);
     if (bad) ++self->stats.bad_request;

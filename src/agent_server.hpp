@@ -2,8 +2,10 @@
 // (its `agent-send`: primary, replica, read-only, any) and reads one line back. The answer
 // comes from memory (AgentServer::Provider), never from a check run on the spot. A client
 // that sends nothing is answered for the default role after read_wait; one that neither
-// reads nor closes is cut off at the deadline; connections over the cap are closed at
-// once, so no client can hold the listener or the loop.
+// reads nor closes is cut off at the deadline. At the cap, a new connection whose line is
+// already there takes the slot of the oldest one that has not sent a byte (closed
+// unanswered: HAProxy keeps what it had), so clients that connect and stay silent cannot
+// starve the ones that ask; any other new connection is closed at once.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +40,10 @@ struct AgentServerOptions {
 
 struct AgentStats {
   std::uint64_t connections = 0;
-  std::uint64_t rejected = 0;     // over max_connections
-  std::uint64_t bad_request = 0;  // a line that names no role (answered for the default)
+  std::uint64_t rejected = 0;       // over max_connections, every slot busy with a sender
+  std::uint64_t evicted = 0;        // silent ones closed at the cap to make room
+  std::uint64_t accept_errors = 0;  // accept() failures (EMFILE, ENFILE, ...)
+  std::uint64_t bad_request = 0;    // a line that names no role (answered for the default)
   // answers[role][verdict], AgentRole and AgentVerdict order.
   std::uint64_t answers[4][5] = {};
   nlohmann::json to_json() const;

@@ -1,5 +1,6 @@
 #include "src/cli.hpp"
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <csignal>
@@ -321,12 +322,32 @@ int cmd_check(const Args& args) {
   return nagios_exit_code(worst_status(named));
 }
 
+// Sockets are fener's main use of descriptors (the agent-check and API listeners, peers,
+// webhooks): the soft limit (often 1024) goes up to the hard one, which the service
+// file sets (LimitNOFILE=).
+void raise_fd_limit() {
+  rlimit lim{};
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur >= lim.rlim_max) {
+    spdlog::info("file descriptor limit: {}", lim.rlim_cur);
+    return;
+  }
+  const auto before = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (setrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    spdlog::info("file descriptor limit raised from {} to {}", before, lim.rlim_cur);
+  } else {
+    spdlog::warn("file descriptor limit stays at {}: cannot raise it to {}", before, lim.rlim_max);
+  }
+}
+
 class Daemon {
  public:
   Daemon(const Args& args, Config cfg)
       : args_(args), cfg_(std::make_shared<const Config>(std::move(cfg))), http_(io_) {}
 
   int run() {
+    raise_fd_limit();
     audit_ = std::make_unique<AuditLog>(worker_, cfg_->audit_file);
     if (auto err = audit_->open(); !err.empty()) {
       spdlog::error("{} (set audit.file, or audit.file: \"\" to keep decisions in this log only)",
@@ -522,11 +543,17 @@ class Daemon {
         asio::detached);
   }
 
+  // The check named patroni_node, else the first of that type: a second patroni_node
+  // check (another URL) must not decide this node's agent answers.
   const CheckState* patroni_state() const {
     if (!sched_) return nullptr;
-    for (const auto& st : sched_->states())
-      if (st.type == "patroni_node") return &st;
-    return nullptr;
+    const CheckState* first = nullptr;
+    for (const auto& st : sched_->states()) {
+      if (st.type != "patroni_node") continue;
+      if (st.name == "patroni_node") return &st;
+      if (!first) first = &st;
+    }
+    return first;
   }
 
   void start_agent() {
@@ -624,8 +651,15 @@ class Daemon {
               "Connections accepted on the HAProxy agent-check port.");
     m.add("fener_agent_connections_total", {}, static_cast<double>(st.connections));
     m.declare("fener_agent_rejected_total", MetricType::counter,
-              "Agent-check connections closed unanswered: over agent.max_connections.");
+              "Agent-check connections closed unanswered at once: at agent.max_connections "
+              "and not one that asked (which evicts a silent one).");
     m.add("fener_agent_rejected_total", {}, static_cast<double>(st.rejected));
+    m.declare("fener_agent_evicted_total", MetricType::counter,
+              "Silent agent-check connections closed at agent.max_connections to make room.");
+    m.add("fener_agent_evicted_total", {}, static_cast<double>(st.evicted));
+    m.declare("fener_agent_accept_errors_total", MetricType::counter,
+              "Failed accepts on the agent-check port (out of file descriptors, ...).");
+    m.add("fener_agent_accept_errors_total", {}, static_cast<double>(st.accept_errors));
     m.declare("fener_agent_answers_total", MetricType::counter,
               "Agent-check answers by the backend's role and the answer (none: no line sent).");
     for (int r = 0; r < 4; ++r)

@@ -5,9 +5,18 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 
 #include "src/agent_policy.hpp"
 #include "src/agent_server.hpp"
@@ -226,19 +235,87 @@ TEST_CASE("agent listener: cannot tell means no line, and HAProxy keeps its stat
   CHECK(r.closed);
 }
 
-TEST_CASE("agent listener: connections over the cap are closed at once, others still served") {
-  AgentHarness h(2);
+namespace {
+
+// Connects n clients, each sending `first` (maybe nothing), and waits until the server
+// holds them all.
+std::vector<std::unique_ptr<asio::ip::tcp::socket>> hold(AgentHarness& h, int n,
+                                                         const std::string& first) {
   using tcp = asio::ip::tcp;
-  // Two silent clients that never send: they hold both slots until read_wait, then get
-  // answered; a third connection meanwhile is closed at once.
   std::vector<std::unique_ptr<tcp::socket>> holders;
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < n; ++i) {
     holders.push_back(std::make_unique<tcp::socket>(h.io));
     holders.back()->connect({asio::ip::make_address("127.0.0.1"), h.server.port()});
+    if (!first.empty()) asio::write(*holders.back(), asio::buffer(first));
   }
-  // Let the server accept both.
-  for (int i = 0; i < 100 && h.server.connections() < 2; ++i) h.io.run_for(5ms);
+  for (int i = 0; i < 100 && h.server.connections() < static_cast<std::size_t>(n); ++i)
+    h.io.run_for(5ms);
+  return holders;
+}
+
+// What the server sends on s until it closes (within 2 s), and whether it closed.
+std::pair<std::string, bool> read_to_end(AgentHarness& h, asio::ip::tcp::socket& s) {
+  std::string got;
+  bool closed = false;
+  asio::co_spawn(
+      h.io,
+      [&]() -> asio::awaitable<void> {
+        boost::system::error_code ec;
+        co_await asio::async_read(s, asio::dynamic_buffer(got),
+                                  asio::redirect_error(asio::use_awaitable, ec));
+        closed = ec == asio::error::eof || ec == asio::error::connection_reset;
+      },
+      asio::detached);
+  for (int i = 0; i < 400 && !closed; ++i) h.io.run_for(5ms);
+  return {got, closed};
+}
+
+}  // namespace
+
+TEST_CASE("agent listener: at the cap a silent connection makes room for a new one") {
+  AgentHarness h(2);
+  // Two clients that never send hold both slots; a third whose line is there when it is
+  // accepted takes the oldest silent one's slot and is answered at once, the evicted one
+  // is closed unanswered.
+  auto holders = hold(h, 2, "");
   REQUIRE(h.server.connections() == 2);
+  asio::ip::tcp::socket asker(h.io);  // connected and sent before the server looks
+  asker.connect({asio::ip::make_address("127.0.0.1"), h.server.port()});
+  asio::write(asker, asio::buffer(std::string("replica\n")));
+  auto third = read_to_end(h, asker);
+  CHECK(third.first == "up ready #ok\n");
+  CHECK(h.server.stats().evicted == 1);
+  CHECK(h.server.stats().rejected == 0);
+  auto first = read_to_end(h, *holders[0]);
+  CHECK(first.first.empty());  // the oldest: closed unanswered
+  CHECK(first.second);
+  // The other one is still answered for the default role after read_wait.
+  auto second = read_to_end(h, *holders[1]);
+  const std::string got = second.first;
+  CHECK(got == "up ready #ok\n");
+}
+
+TEST_CASE("agent listener: at the cap a silent newcomer is closed, the held ones stay") {
+  AgentHarness h(2);
+  auto holders = hold(h, 2, "");
+  REQUIRE(h.server.connections() == 2);
+  fener::test::RawReply third;
+  asio::ip::tcp::socket quiet(h.io);
+  quiet.connect({asio::ip::make_address("127.0.0.1"), h.server.port()});
+  auto r = read_to_end(h, quiet);
+  CHECK(r.first.empty());
+  CHECK(r.second);
+  CHECK(h.server.stats().rejected == 1);
+  CHECK(h.server.stats().evicted == 0);
+}
+
+TEST_CASE("agent listener: over the cap with no silent connection, the new one is closed") {
+  AgentHarness h(2);
+  // Both slots hold clients that sent part of a line: they are served first, so the
+  // third connection is closed at once.
+  auto holders = hold(h, 2, "prim");
+  REQUIRE(h.server.connections() == 2);
+  for (int i = 0; i < 20; ++i) h.io.run_for(1ms);  // their bytes are read
   fener::test::RawReply third;
   run_co(h.io, [&]() -> asio::awaitable<void> {
     third = co_await raw_exchange(h.server.port(), "primary\n", 3s);
@@ -246,6 +323,7 @@ TEST_CASE("agent listener: connections over the cap are closed at once, others s
   CHECK(third.bytes.empty());
   CHECK(third.closed);
   CHECK(h.server.stats().rejected == 1);
+  CHECK(h.server.stats().evicted == 0);
   // The held connections are answered and closed; the listener serves again.
   for (int i = 0; i < 200 && h.server.connections() > 0; ++i) h.io.run_for(5ms);
   CHECK(h.server.connections() == 0);
