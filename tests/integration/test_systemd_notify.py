@@ -36,6 +36,7 @@ class NotifyTest(unittest.TestCase):
         self.config = os.path.join(self.dir, "fener.yaml")
         with open(self.config, "w") as f:
             f.write(f"""# two checks on scratch directories, nothing else
+state_dir: {self.dir}/state
 patroni:
   config: ""
 etcd:
