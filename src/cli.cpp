@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -32,6 +33,7 @@
 #include "src/events.hpp"
 #include "src/fleet.hpp"
 #include "src/http_client.hpp"
+#include "src/intent_journal.hpp"
 #include "src/journal_sink.hpp"
 #include "src/leader_watch.hpp"
 #include "src/output.hpp"
@@ -102,7 +104,10 @@ Every result also goes to the rules (built in: conf/rules.yaml; see `rules:` in
 fener.yaml). When a rule fires, fener learns the cluster's state afresh, applies
 the guards, takes the cluster lock in etcd for anything disruptive, runs the
 remedy, and writes the decision to the audit log (audit.file). "Could not check"
-(unknown) never triggers a remedy.
+(unknown) never triggers a remedy. A disruptive or destructive action is recorded
+in state_dir (default /var/lib/fener) while it runs: if fener is killed meanwhile,
+the next start audits it as interrupted and never repeats an interrupted reinit
+by itself (the rule stays given up until `fener rules reset` or recovery).
 
 It also tells the world (see docs/):
   HTTP API    api.listen (default NODE:8009): GET /status, /metrics (Prometheus),
@@ -129,7 +134,8 @@ Options:
   -h, --help                 show this help
 
 Signals: SIGTERM and SIGINT stop cleanly; SIGHUP reloads the configuration and
-keeps the running one when the new one is invalid.
+keeps the running one when the new one is invalid (the error is logged, and shown
+in /status "config" and the systemd STATUS line until a reload succeeds).
 )";
 
 struct Args {
@@ -216,7 +222,8 @@ const char* const kRulesHelp = R"(Usage: fener rules [--json] [options]
 
 Shows the rules of the daemon running on this node (through its API, api.listen):
 each rule's phase (idle, settling, gave_up), its current ladder step, attempts
-used on it, and actions within the rate-limit window.
+used on it, and actions within the rate-limit window. A rule held after fener was
+killed in the middle of a destructive action shows as gave_up, with the reason.
 
 `reset NAME` makes a rule that gave up act again, with its ladder and rate limit
 cleared (needs the API token, api.token_file). Do it after fixing by hand what fener
@@ -348,12 +355,23 @@ class Daemon {
 
   int run() {
     raise_fd_limit();
+    // The state directory first (the audit log lives there by default); what a killed run
+    // left in it is read below. Before the loop: blocking.
+    journal_ = std::make_unique<IntentJournal>(cfg_->state_dir);
+    if (auto err = journal_->open(); !err.empty()) {
+      spdlog::error("{}", err);
+      return kExitConfig;
+    }
     audit_ = std::make_unique<AuditLog>(worker_, cfg_->audit_file);
     if (auto err = audit_->open(); !err.empty()) {
       spdlog::error("{} (set audit.file, or audit.file: \"\" to keep decisions in this log only)",
                     err);
       return kExitConfig;
     }
+    std::string held_error;
+    auto held = journal_->load_held(held_error);
+    if (!held_error.empty()) spdlog::error("{}", held_error);
+    auto leftovers = journal_->leftovers();
     start(build_checks(*cfg_), build_rules(*cfg_), nullptr);
     if (!cfg_->api.listen.empty()) {
       try {
@@ -364,6 +382,7 @@ class Daemon {
       }
     }
     start_alerts(nullptr);
+    engine_->restore(leftovers, std::move(held));
     start_leader_watch();
     if (!cfg_->agent.listen.empty()) {
       try {
@@ -402,6 +421,7 @@ class Daemon {
   void start(std::vector<BuiltCheck> checks, std::vector<Rule> rules, const RemedyEngine* old) {
     engine_ =
         std::make_unique<RemedyEngine>(io_, http_, remedy_worker_, *audit_, cfg_, std::move(rules));
+    engine_->journal(journal_.get(), &worker_);
     if (old) engine_->adopt_state(*old);
     // An action of a replaced engine may still run: one action at a time on a node.
     engine_->busy_elsewhere([this] {
@@ -582,10 +602,7 @@ class Daemon {
   // systemd: READY once every check has a first result, STATUS on every change after.
   void notify_progress() {
     if (!sched_) return;  // stopping: a retired scheduler's last result
-    std::vector<std::string> gave_up;
-    for (const auto& r : engine_->rules_json())
-      if (r.value("phase", "") == "gave_up") gave_up.push_back(r.value("rule", ""));
-    const std::string line = status_line(sched_->states(), cfg_->mode, gave_up);
+    const std::string line = status_text();
     if (!ready_sent_ && sched_->all_reported()) {
       ready_sent_ = true;
       notifier_.ready(line);
@@ -609,6 +626,8 @@ class Daemon {
     s.rules = engine_->rules_json();
     s.events = &events_;
     if (fleet_) s.metrics.push_back([this](MetricsRegistry& m) { fleet_->contribute(m); });
+    s.extra["config"] = config_json();
+    s.metrics.push_back([this](MetricsRegistry& m) { contribute_config(m); });
     if (leader_watch_) {
       const auto& l = leader_watch_->leader();
       s.extra["leader_key"] = l ? json(*l) : json();
@@ -724,6 +743,9 @@ class Daemon {
             };
             auto loaded = co_await offload(worker_, std::move(job));
             if (stopping_) co_return;  // SIGTERM came while the file was read
+            if (loaded->config->state_dir != cfg_->state_dir)
+              spdlog::warn("state_dir changes take effect at the next start; still using {}",
+                           cfg_->state_dir);
             if (loaded->config->audit_file != cfg_->audit_file)
               spdlog::warn("audit.file changes take effect at the next start; still writing {}",
                            cfg_->audit_file);
@@ -742,15 +764,67 @@ class Daemon {
             spdlog::info("configuration reloaded: mode {}, {} checks ({}), {} rules ({})",
                          to_string(cfg_->mode), sched_->states().size(), describe(*sched_),
                          engine_->rules().size(), describe(*engine_));
+            reload_ok(std::chrono::system_clock::now());
           } catch (const ConfigError& e) {
             spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+            reload_failed(e.what(), e.file(), e.line(), e.key());
           } catch (const std::exception& e) {
             spdlog::error("reload failed, keeping the running configuration: {}", e.what());
+            reload_failed(e.what(), "", 0, "");
           }
           // Reloaded or not, the daemon runs on: systemd's reload is over.
-          if (sched_) notifier_.ready(status_line(sched_->states(), cfg_->mode));
+          if (sched_) notifier_.ready(status_text());
         },
         asio::detached);
+  }
+
+  // The last reload's result, for /status, /metrics and systemd's STATUS line.
+  void reload_ok(std::chrono::system_clock::time_point at) {
+    last_reload_ = {{"ok", true}, {"at", iso_time(at)}};
+    last_success_ = at;
+    reload_error_.clear();
+  }
+  void reload_failed(const std::string& what, const std::string& file, int line,
+                     const std::string& key) {
+    ++reload_failures_;
+    last_reload_ = {{"ok", false},   {"at", iso_time(std::chrono::system_clock::now())},
+                    {"error", what}, {"file", file},
+                    {"line", line},  {"key", key}};
+    reload_error_ = what;
+  }
+  json config_json() const {
+    return {{"file", cfg_->config_file},
+            {"loaded_at", iso_time(last_success_)},
+            {"state_dir", cfg_->state_dir},
+            {"last_reload", last_reload_},
+            {"reload_failures", reload_failures_},
+            {"held_rules", engine_ ? json(engine_->held().size()) : json(0)}};
+  }
+  void contribute_config(MetricsRegistry& m) const {
+    m.declare("fener_config_reload_failures_total", MetricType::counter,
+              "Reloads (SIGHUP) rejected because the new configuration was invalid.");
+    m.add("fener_config_reload_failures_total", {}, static_cast<double>(reload_failures_));
+    m.declare("fener_config_last_reload_success_timestamp_seconds", MetricType::gauge,
+              "When the configuration in force was loaded (start or reload), Unix time.");
+    m.set("fener_config_last_reload_success_timestamp_seconds", {},
+          std::chrono::duration<double>(last_success_.time_since_epoch()).count());
+  }
+  static std::string iso_time(std::chrono::system_clock::time_point t) {
+    const auto secs = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+  }
+  // systemd's STATUS line: checks, rules given up, and a rejected reload until the next good one.
+  std::string status_text() const {
+    std::vector<std::string> gave_up;
+    for (const auto& r : engine_->rules_json())
+      if (r.value("phase", "") == "gave_up") gave_up.push_back(r.value("rule", ""));
+    std::string line = status_line(sched_->states(), cfg_->mode, gave_up);
+    if (!reload_error_.empty()) line += "; reload failed: " + reload_error_.substr(0, 120);
+    return line;
   }
 
   struct Loaded {
@@ -816,6 +890,7 @@ class Daemon {
   // Remedies block for long (a systemd job, a big chown): never in front of the checks.
   Worker remedy_worker_;
   std::unique_ptr<AuditLog> audit_;
+  std::unique_ptr<IntentJournal> journal_;
   std::unique_ptr<RemedyEngine> engine_;
   std::unique_ptr<ApiServer> api_;
   // Check changes and remedy decisions for /status and /metrics: every EventSink feeds it.
@@ -832,6 +907,10 @@ class Daemon {
   std::unique_ptr<AgentServer> agent_;
   std::unique_ptr<AlertDispatcher> alerts_;
   std::vector<std::unique_ptr<AlertDispatcher>> retired_alerts_;
+  json last_reload_;  // null until the first SIGHUP
+  std::chrono::system_clock::time_point last_success_ = std::chrono::system_clock::now();
+  std::uint64_t reload_failures_ = 0;
+  std::string reload_error_;  // the last reload's error until a reload succeeds
   bool stopping_ = false;
 };
 
@@ -894,6 +973,9 @@ int cmd_rules(const Args& args) {
                 rule.value("attempts_on_step", 0), rule.value("actions_in_window", 0),
                 rule.value("max_actions", 0));
   }
+  for (const auto& rule : (*body)["rules"])
+    if (rule.contains("reason") && rule["reason"].is_string())
+      std::cout << rule.value("rule", "") << ": " << rule["reason"].get<std::string>() << "\n";
   return 0;
 }
 

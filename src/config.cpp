@@ -552,8 +552,15 @@ Config load_config(const LoadOptions& opts) {
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
       rules, agent, haproxy, fleet, alerts;
   std::optional<std::string> mode;
+  cfg.state_dir = kDefaultStateDir;
   if (root) {
     mode = root->str("mode");
+    if (auto v = root->str("state_dir")) {
+      if (v->empty() || (*v)[0] != '/')
+        root->fail("state_dir", "expected an absolute directory path, e.g. /var/lib/fener");
+      cfg.state_dir = *v;
+      while (cfg.state_dir.size() > 1 && cfg.state_dir.back() == '/') cfg.state_dir.pop_back();
+    }
     api = root->map("api");
     agent = root->map("agent");
     audit = root->map("audit");
@@ -728,7 +735,7 @@ Config load_config(const LoadOptions& opts) {
   if (agent) read_agent(*agent, cfg);
   if (!cfg.pg_data_dir.empty()) cfg.peer_files.push_back({"data_dir", cfg.pg_data_dir, {".*.swp"}});
   if (root) read_peer_files(*root, cfg);
-  cfg.audit_file = std::string(kDefaultStateDir) + "/audit.jsonl";
+  cfg.audit_file = cfg.state_dir + "/audit.jsonl";
   if (audit) {
     if (auto v = audit->str("file")) cfg.audit_file = *v;
     audit->finish();

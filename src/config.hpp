@@ -172,6 +172,8 @@ struct Config {
   AgentConfig agent;
   std::vector<PeerFileRoot> peer_files;
   FleetConfig fleet;
+  // fener's own state: intent records of actions in flight, rules held after a crash.
+  std::string state_dir = "/var/lib/fener";
   std::string audit_file;  // JSON lines; "" = only the normal log
   Duration lock_ttl{std::chrono::seconds(60)};
   // How to restart a service where systemd does not run (service_restart's default

@@ -1,5 +1,10 @@
 #include "src/remedy_engine.hpp"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <optional>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,6 +17,7 @@
 #include "src/etcd_lock.hpp"
 #include "src/guards.hpp"
 #include "src/http_client.hpp"
+#include "src/worker.hpp"
 
 // GCC 12 at -O2 pairs Asio's coroutine-frame operator new/delete wrongly after inlining
 // act() and warns; the frames are allocated and freed by the same class.
@@ -80,6 +86,100 @@ void RemedyEngine::adopt_state(const RemedyEngine& old) {
       if (old.rules_[j].name == rules_[i].name) states_[i] = old.states_[j];
   }
   latest_ = old.latest_;
+  held_ = old.held_;
+  for (auto it = held_.begin(); it != held_.end();) {
+    const bool known = std::any_of(rules_.begin(), rules_.end(),
+                                   [&](const Rule& r) { return r.name == it->first; });
+    it = known ? std::next(it) : held_.erase(it);
+  }
+  if (held_.size() != old.held_.size()) save_held();
+}
+
+void RemedyEngine::save_held() {
+  if (!journal_ || !journal_worker_) return;
+  // One worker thread keeps the writes in order; each carries the whole set.
+  asio::post(journal_worker_->pool(), [j = *journal_, held = held_] {
+    if (auto err = j.save_held(held); !err.empty())
+      spdlog::error("cannot save the held rules: {}", err);
+  });
+}
+
+void RemedyEngine::release_hold(const std::string& rule) {
+  if (held_.erase(rule)) save_held();
+}
+
+void RemedyEngine::restore(const std::vector<Leftover>& leftovers,
+                           std::map<std::string, HeldRule> held) {
+  const auto now = Clock::now();
+  auto index_of = [&](const std::string& name) -> std::optional<std::size_t> {
+    for (std::size_t i = 0; i < rules_.size(); ++i)
+      if (rules_[i].name == name) return i;
+    return std::nullopt;
+  };
+  bool changed = false;
+  for (auto& [name, h] : held) {
+    auto i = index_of(name);
+    if (!i) {
+      spdlog::warn("rule {} was held after an interrupted action but is no longer configured",
+                   name);
+      changed = true;
+      continue;
+    }
+    const int step = h.intent.is_object() ? h.intent.value("step", 1) : 1;
+    states_[*i].interrupted(rules_[*i], now, static_cast<std::size_t>(std::max(step, 1) - 1), true);
+    spdlog::error("rule {}: GAVE UP (kept from an earlier run): {}", name, h.reason);
+    held_[name] = std::move(h);
+  }
+  const std::string boot = current_boot_id();
+  std::vector<const Leftover*> handled;
+  for (const auto& l : leftovers) {
+    json rec = {{"event", "interrupted"}, {"node", config_->node_name}, {"file", l.file}};
+    if (!l.intent) {
+      rec["reason"] = "unreadable intent record: " + l.error;
+      spdlog::error("{}: unreadable intent record ({}): an action may have been interrupted",
+                    l.file, l.error);
+      announce(std::move(rec));
+      handled.push_back(&l);
+      continue;
+    }
+    const Intent& in = *l.intent;
+    const InterruptedPlan plan = plan_interrupted(in, boot);
+    rec["rule"] = in.rule;
+    rec["remedy"] = in.remedy;
+    rec["risk"] = in.risk;
+    rec["step"] = in.step;
+    rec["target"] = in.target;
+    rec["lock"] = {{"key", in.lock_key}};
+    rec["started_at"] = in.started_at;
+    rec["pid"] = in.pid;
+    rec["same_boot"] = in.boot_id.empty() || in.boot_id == boot;
+    rec["reason"] = plan.message;
+    spdlog::error("rule {}: INTERRUPTED: {}", in.rule, plan.message);
+    announce(rec);
+    if (auto i = index_of(in.rule)) {
+      states_[*i].interrupted(rules_[*i], now, static_cast<std::size_t>(std::max(in.step, 1) - 1),
+                              plan.hold);
+      if (plan.hold) {
+        held_[in.rule] = HeldRule{plan.message, in.to_json()};
+        changed = true;
+        json gave = {{"event", "gave_up"},    {"node", config_->node_name},
+                     {"rule", in.rule},       {"check", rules_[*i].when.check},
+                     {"remedy", in.remedy},   {"mode", to_string(config_->mode)},
+                     {"reason", plan.message}};
+        announce(std::move(gave));
+      }
+    } else {
+      spdlog::warn("rule {} is no longer configured: nothing to hold", in.rule);
+    }
+    handled.push_back(&l);
+  }
+  // The held set first: a crash in between finds the intent again, never neither.
+  if (changed && journal_)
+    if (auto err = journal_->save_held(held_); !err.empty())
+      spdlog::error("cannot save the held rules: {}", err);
+  for (const Leftover* l : handled)
+    if (journal_)
+      if (auto err = journal_->discard(*l); !err.empty()) spdlog::error("{}", err);
 }
 
 bool RemedyEngine::reset(const std::string& rule) {
@@ -87,6 +187,7 @@ bool RemedyEngine::reset(const std::string& rule) {
     if (rules_[i].name != rule) continue;
     states_[i].reset();
     skipped_notes_[i].clear();
+    release_hold(rule);
     spdlog::warn("rule {}: reset by the operator", rule);
     announce({{"event", "reset"}, {"node", config_->node_name}, {"rule", rule}});
     return true;
@@ -101,6 +202,7 @@ json RemedyEngine::rules_json() const {
     json j = states_[i].to_json(rules_[i], now);
     j["rule"] = rules_[i].name;
     j["check"] = rules_[i].when.check;
+    if (auto it = held_.find(rules_[i].name); it != held_.end()) j["reason"] = it->second.reason;
     out.push_back(std::move(j));
   }
   return out;
@@ -145,6 +247,7 @@ void RemedyEngine::evaluate(std::size_t index) {
       rec["event"] = "recovered";
       announce(std::move(rec));
       skipped_notes_[index].clear();
+      release_hold(rule.name);
       return;
     }
     if (v.kind == Verdict::give_up) {
@@ -204,6 +307,12 @@ asio::awaitable<void> RemedyEngine::act_guarded(std::size_t index, std::size_t s
   }
   if (!error.empty()) {
     running_.clear();
+    if (journaled_ && journal_worker_) {
+      journaled_ = false;
+      asio::post(journal_worker_->pool(), [j = *journal_] {
+        if (auto err = j.clear(); !err.empty()) spdlog::error("{}", err);
+      });
+    }
     spdlog::error("rule {}: action failed unexpectedly: {}", rules_[index].name, error);
     // Resolves the "started" event already announced, and leaves a trace in the audit.
     announce({{"event", "action"},
@@ -267,6 +376,7 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   }
 
   std::unique_ptr<EtcdLock> lock;
+  std::string lock_value;
   if (risk != Risk::safe) {
     lock = std::make_unique<EtcdLock>(
         http_, keep->etcd_endpoints,
@@ -275,7 +385,8 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
                    {"rule", rule.name},
                    {"remedy", step.remedy},
                    {"since", utc_timestamp()}};
-    auto attempt = co_await lock->acquire(holder.dump());
+    lock_value = holder.dump();
+    auto attempt = co_await lock->acquire(lock_value);
     record["lock"] = {{"key", lock->key()}, {"acquired", attempt.acquired}};
     if (!attempt.acquired) {
       const std::string why =
@@ -285,6 +396,33 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
       done(attempt.error.empty() ? "lock_held" : "lock_error", false);
       co_return;
     }
+  }
+
+  // What is about to run, on disk before it starts: a killed fener finds it at startup.
+  if (journal_ && journal_worker_ && risk != Risk::safe) {
+    Intent intent;
+    intent.rule = rule.name;
+    intent.remedy = step.remedy;
+    intent.risk = to_string(risk);
+    intent.step = static_cast<int>(step_index) + 1;
+    intent.node = keep->node_name;
+    intent.target = plan;
+    intent.lock_key = lock ? lock->key() : "";
+    intent.lock_value = lock_value;
+    intent.started_at = utc_timestamp();
+    intent.pid = static_cast<long>(::getpid());
+    intent.boot_id = current_boot_id();
+    auto job = [j = *journal_, intent] { return j.record(intent); };
+    std::string err = co_await offload(*journal_worker_, std::move(job));
+    if (!err.empty()) {
+      spdlog::error("rule {}: NOT running {}: cannot record the intent: {}", rule.name, step.remedy,
+                    err);
+      record["reason"] = "cannot record the intent: " + err;
+      if (lock) co_await lock->release();
+      done("refused", false);
+      co_return;
+    }
+    journaled_ = true;
   }
 
   spdlog::warn("rule {}: RUNNING {} ({} remedy, attempt {}/{}): {}", rule.name, step.remedy,
@@ -300,10 +438,17 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   if (lock) {
     auto both = co_await (run_bounded(*step.impl, ctx) || lock->keep_alive());
     if (both.index() == 0) outcome = std::move(std::get<0>(both));
-    co_await lock->release();
   } else {
     outcome = co_await run_bounded(*step.impl, ctx);
   }
+  // The action ended, whatever its outcome: its intent record goes.
+  if (journaled_) {
+    journaled_ = false;
+    auto job = [j = *journal_] { return j.clear(); };
+    std::string err = co_await offload(*journal_worker_, std::move(job));
+    if (!err.empty()) spdlog::error("rule {}: {}", rule.name, err);
+  }
+  if (lock) co_await lock->release();
   running_.clear();
   record["message"] = outcome.message;
   record["details"] = outcome.details;
@@ -362,7 +507,7 @@ void RemedyEngine::emit(const json& rec) {
   e.state = state;
   if (state == "succeeded" || state == "nothing_to_do" || state == "recovered" || state == "reset")
     e.severity = Status::passing;
-  else if (state == "failed" || state == "gave_up")
+  else if (state == "failed" || state == "gave_up" || state == "interrupted")
     e.severity = Status::critical;
   else
     e.severity = Status::warning;

@@ -17,6 +17,7 @@
 #include "src/audit.hpp"
 #include "src/config.hpp"
 #include "src/events.hpp"
+#include "src/intent_journal.hpp"
 #include "src/rules.hpp"
 #include "src/scheduler.hpp"
 
@@ -40,6 +41,18 @@ class RemedyEngine {
   // An operator's reset of a rule; false when no rule has that name.
   bool reset(const std::string& rule);
 
+  // The journal of actions in flight (null: none), written on `io_worker` (short file I/O,
+  // never behind a long remedy).
+  void journal(IntentJournal* j, Worker* io_worker) {
+    journal_ = j;
+    journal_worker_ = io_worker;
+  }
+  // At startup, before the event loop runs (blocking file I/O): rules held by an earlier
+  // interrupted destructive action, and the intent records a killed run left behind
+  // (audited `interrupted`; see docs/remedies.md).
+  void restore(const std::vector<Leftover>& leftovers, std::map<std::string, HeldRule> held);
+  const std::map<std::string, HeldRule>& held() const { return held_; }
+
   // Another engine (the one a reload replaced) may still be acting: wait for it.
   void busy_elsewhere(std::function<bool()> f) { busy_elsewhere_ = std::move(f); }
   // Every decision, as it is audited (plus "started" when a remedy begins to run).
@@ -61,6 +74,8 @@ class RemedyEngine {
   void finish_action(std::size_t index);
   void announce(nlohmann::json record);  // audit + event
   void emit(const nlohmann::json& record);
+  void save_held();  // on the journal worker, the whole set
+  void release_hold(const std::string& rule);
 
   asio::io_context& io_;
   HttpClient& http_;
@@ -77,6 +92,10 @@ class RemedyEngine {
   std::string running_;
   EventSink on_event_;
   std::function<bool()> busy_elsewhere_;
+  IntentJournal* journal_ = nullptr;
+  Worker* journal_worker_ = nullptr;
+  bool journaled_ = false;                // an intent record exists for the action running now
+  std::map<std::string, HeldRule> held_;  // rules held after an interrupted destructive action
 };
 
 }  // namespace fener

@@ -358,6 +358,18 @@ void RuleState::reset() {
   *this = RuleState{};
 }
 
+void RuleState::interrupted(const Rule& rule, TimePoint now, std::size_t step, bool hold) {
+  // The fault was there when the action began: a recovery of the check ends the hold.
+  active_ = true;
+  if (!rule.ladder.empty()) step_ = std::min(step, rule.ladder.size() - 1);
+  if (hold) {
+    gave_up_ = true;
+    return;
+  }
+  attempts_ = 0;
+  acted(rule, now);
+}
+
 Phase RuleState::phase(TimePoint now) const {
   if (gave_up_) return Phase::gave_up;
   if (now < settle_until_) return Phase::settling;

@@ -122,6 +122,11 @@ class RuleState {
   bool in_chain() const { return in_chain_; }
   // An operator's `fener rules reset`: forget attempts, actions and giving up.
   void reset();
+  // At startup: the previous run was killed while step `step` (0-based) of this rule ran.
+  // With `hold` (a destructive remedy) the rule gives up until the check recovers or an
+  // operator resets it; otherwise the action counts as an attempt of that step and for
+  // the rate limit, and the rule settles before acting again.
+  void interrupted(const Rule& rule, TimePoint now, std::size_t step, bool hold);
 
   Phase phase(TimePoint now) const;
   std::size_t step() const { return step_; }

@@ -36,6 +36,7 @@ def setUpModule():
     for node in ("ha", "kaptan1", "kaptan2"):
         with open(node_config(node), "w") as f:
             f.write(f"""# fener on {node} in the lab
+state_dir: {conf_dir}
 cluster:
   members: 2
 etcd:

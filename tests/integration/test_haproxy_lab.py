@@ -40,6 +40,7 @@ def setUpModule():
     ctl = ["/usr/bin/python3", LAB_PY, "ctl", "--dir", lab.dir, "restart", "haproxy", "ha"]
     with open(config(), "w") as f:
         f.write(f"""# fener on the lab's HAProxy node
+state_dir: {conf_dir}
 etcd:
   env_files: [{lab.etcd_env_file("ha")}]
 haproxy:

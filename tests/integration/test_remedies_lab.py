@@ -87,17 +87,20 @@ class Fener:
     """One `fener run` on a lab node, with its own config, log and audit file."""
     running = []
 
-    def __init__(self, node, mode="safe", extra=""):
+    def __init__(self, node, mode="safe", extra="", edit=None):
+        """edit: a function that may change the configuration text before it is used."""
         self.node = node
         self.mode = mode
+        # One per node, kept across restarts: what a killed run left is found by the next.
+        self.state_dir = os.path.join(conf_dir, f"state-{node}")
         tag = f"{node}-{len(os.listdir(conf_dir))}"
         self.config = os.path.join(conf_dir, f"{tag}.yaml")
         self.audit = os.path.join(conf_dir, f"{tag}-audit.jsonl")
         self.log = os.path.join(conf_dir, f"{tag}.log")
         addr = lab.address(node)
-        with open(self.config, "w") as f:
-            f.write(f"""# fener on {node} in the remedy lab
+        text = f"""# fener on {node} in the remedy lab
 mode: {mode}
+state_dir: {self.state_dir}
 cluster:
   members: 2
 etcd:
@@ -137,7 +140,9 @@ rules:
     settle: 6s
   etcd_down:
     settle: 6s
-{extra}""")
+{extra}"""
+        with open(self.config, "w") as f:
+            f.write(edit(text) if edit else text)
         args = [FENER, "run", "-c", self.config, "--log-level", "debug"]
         if node != "ha":
             args += ["--patroni-config", lab.patroni_config(node)]

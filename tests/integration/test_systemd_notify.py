@@ -36,6 +36,7 @@ class NotifyTest(unittest.TestCase):
         self.config = os.path.join(self.dir, "fener.yaml")
         with open(self.config, "w") as f:
             f.write(f"""# two checks on scratch directories, nothing else
+state_dir: {self.dir}/state
 patroni:
   config: ""
 etcd:
@@ -142,6 +143,23 @@ checks:
         self.proc.send_signal(signal.SIGHUP)
         self.wait_message(lambda m: m.startswith("RELOADING=1\nMONOTONIC_USEC="), 10, "RELOADING=1")
         self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1 after the reload")
+
+        # A rejected reload: READY again (the daemon runs on), and the STATUS line says so
+        # until a reload succeeds.
+        with open(self.config) as f:
+            good = f.read()
+        with open(self.config, "w") as f:
+            f.write(good + "bogus: 1\n")
+        self.proc.send_signal(signal.SIGHUP)
+        failed = self.wait_message(lambda m: "READY=1" in m.split("\n") and "reload failed" in m,
+                                   10, "READY=1 with the reload's failure")
+        self.assertIn(self.config, failed)
+        self.assertIn("bogus", failed)
+        with open(self.config, "w") as f:
+            f.write(good)
+        self.proc.send_signal(signal.SIGHUP)
+        self.wait_message(lambda m: "READY=1" in m.split("\n") and "reload failed" not in m, 10,
+                          "READY=1 without the failure after a good reload")
 
         self.proc.send_signal(signal.SIGTERM)
         self.wait_message(lambda m: m == "STOPPING=1", 10, "STOPPING=1")
