@@ -26,7 +26,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lab.lab import ETCD_BIN, pid_alive, terminate_pids  # noqa: E402
+from lab.lab import (ETCD_BIN, PATRONI_BIN, PG_BIN_DIR, RUNUSER, _postmaster_pid,  # noqa: E402
+                     pid_alive, proc_children, proc_cmdline, terminate_pids, to_yaml)
 
 FENER = os.environ.get("FENER_BIN", os.path.join(os.path.dirname(__file__), "../../build/fener"))
 NET = os.environ.get("FENER_LAB_NET", "127.0.3")
@@ -40,6 +41,8 @@ DIR = None
 ETCD = None  # Popen
 PIDS = []    # every pid started here (etcd, fener run), ended by pid in tearDownModule
 FIGURES = {}
+PATRONI_PIDS = []  # Patroni (runuser's child)
+RUNUSERS = []      # runuser Popens: never signalled (on SIGTERM runuser SIGKILLs its child)
 
 
 def openssl(*args):
@@ -92,6 +95,8 @@ def setUpModule():
               f"subjectAltName=IP:{ADDR}\nextendedKeyUsage=serverAuth,clientAuth\n")
     make_cert("client", "ca", "fener", "extendedKeyUsage=clientAuth\n")
     make_cert("expired", "ca", "fener expired", "extendedKeyUsage=clientAuth\n", days="-1")
+    make_cert("rest", "ca", "patroni tls2",
+              f"subjectAltName=IP:{NET}.2\nextendedKeyUsage=serverAuth,clientAuth\n")
     FIGURES["certificates_s"] = time.monotonic() - t0
     argv = [ETCD_BIN, "--name=tls1", f"--data-dir={path('etcd-data')}",
             f"--listen-client-urls={ENDPOINT}", f"--advertise-client-urls={ENDPOINT}",
@@ -125,6 +130,18 @@ def setUpModule():
 
 
 def tearDownModule():
+    # Patroni first (it stops its PostgreSQL), then a postmaster it left, then etcd.
+    terminate_pids([p for p in PATRONI_PIDS if pid_alive(p)], timeout=60.0)
+    # runuser exits with its child; signalled only when the child was never found.
+    orphans = [r.pid for r in RUNUSERS if r.poll() is None and not PATRONI_PIDS]
+    terminate_pids(orphans, timeout=30.0)
+    terminate_pids([r.pid for r in RUNUSERS], timeout=30.0, sig=0,
+                   reap=lambda p: [r.poll() for r in RUNUSERS])
+    pm = _postmaster_pid(path("pgdata")) if DIR else None
+    if pm:
+        kids = proc_children(pm)
+        terminate_pids([pm], timeout=30.0)
+        terminate_pids(kids, timeout=10.0, sig=0)
     left = terminate_pids([p for p in PIDS if pid_alive(p)], timeout=20.0,
                           reap=lambda p: ETCD.poll() if ETCD and ETCD.pid == p else None)
     if ETCD:
@@ -249,6 +266,101 @@ class TlsEtcdTest(unittest.TestCase):
         finally:
             left = terminate_pids([proc.pid], timeout=20.0, reap=lambda p: proc.poll())
             self.assertEqual(left, [])
+
+
+class TlsPatroniTest(unittest.TestCase):
+    """One Patroni + PostgreSQL 15 node on the TLS etcd, its REST API on https
+    (restapi.certfile): fener discovers everything from that patroni.yml."""
+
+    def test_patroni_over_https(self):
+        if not os.path.exists(PATRONI_BIN) or not os.path.exists(RUNUSER):
+            self.skipTest("Patroni or runuser not installed")
+        addr = f"{NET}.2"
+        pg = __import__("pwd").getpwnam("postgres")
+        # Patroni runs as postgres: it must reach the directory and read its files.
+        os.chmod(DIR, 0o755)
+        for f in ("ca.pem", "client.pem", "client.key", "rest.pem", "rest.key"):
+            os.chown(path(f), pg.pw_uid, pg.pw_gid)
+        for d in ("pgrun", "pgdata"):
+            os.makedirs(path(d), mode=0o700, exist_ok=True)
+            os.chown(path(d), pg.pw_uid, pg.pw_gid)
+        settings = {
+            "scope": SCOPE, "namespace": "/service/", "name": "tls2",
+            "restapi": {"listen": f"{addr}:8008", "connect_address": f"{addr}:8008",
+                        "certfile": path("rest.pem"), "keyfile": path("rest.key"),
+                        "cafile": path("ca.pem")},
+            "etcd": {"protocol": "https", "hosts": f"{ADDR}:{CLIENT_PORT}",
+                     "cacert": path("ca.pem"), "cert": path("client.pem"),
+                     "key": path("client.key")},
+            "bootstrap": {"dcs": {"ttl": 20, "loop_wait": 2, "retry_timeout": 5},
+                          "initdb": [{"encoding": "UTF8"}]},
+            "postgresql": {
+                "listen": f"{addr}:5432", "connect_address": f"{addr}:5432",
+                "data_dir": path("pgdata"), "bin_dir": PG_BIN_DIR,
+                "pgpass": path("pgrun/pgpass"),
+                "authentication": {
+                    "replication": {"username": "replicator", "password": "r-tls"},
+                    "superuser": {"username": "postgres", "password": "s-tls"}},
+                "parameters": {"unix_socket_directories": path("pgrun"),
+                               "shared_buffers": "32MB"},
+                "pg_hba": ["local all postgres trust", "host all all 127.0.0.0/8 md5",
+                           "host replication replicator 127.0.0.0/8 md5"]},
+        }
+        yml = path("patroni.yml")
+        with open(yml, "w") as f:
+            f.write(to_yaml(settings))
+        os.chown(yml, pg.pw_uid, pg.pw_gid)
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PATRONI_", "PG", "ETCD")) and not k.lower().endswith("_proxy")}
+        log = open(path("patroni.log"), "ab")
+        try:
+            runuser = subprocess.Popen([RUNUSER, "-u", "postgres", "--", PATRONI_BIN, yml],
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                       start_new_session=True, close_fds=True)
+        finally:
+            log.close()
+        RUNUSERS.append(runuser)
+        t0 = time.monotonic()
+        deadline = t0 + 10
+        while time.monotonic() < deadline:  # runuser forks Patroni: signals go to the child
+            kids = [k for k in proc_children(runuser.pid) if yml in (proc_cmdline(k) or [])]
+            if kids:
+                PATRONI_PIDS.append(kids[0])
+                break
+            time.sleep(0.1)
+        cfg = path("patroni-fener.yaml")
+        with open(cfg, "w") as f:
+            f.write(f'patroni:\n  config: {yml}\netcd:\n  env_files: []\napi:\n  listen: "off"\n'
+                    f'audit:\n  file: ""\nchecks:\n  listening_sockets: {{enabled: false}}\n')
+        # Poll fener itself (over https with the discovered CA) until Patroni runs as leader.
+        last = None
+        deadline = t0 + 90
+        while time.monotonic() < deadline:
+            rc, results, took = fener_check(cfg)
+            last = results
+            # /cluster reads the member key Patroni refreshes every loop_wait: it says
+            # "running" one HA loop after /patroni does.
+            if all(results.get(n, {}).get("status") == "passing"
+                   for n in ("patroni_node", "patroni_cluster")):
+                break
+            if runuser.poll() is not None:
+                break
+            time.sleep(0.5)
+        FIGURES["patroni_running_s"] = time.monotonic() - t0
+        with open(path("patroni.log")) as f:
+            log_text = f.read()[-3000:]
+        node = last.get("patroni_node", {}) if last else {}
+        print(f"patroni_https: patroni_node {node.get('status')}: {node.get('message')}",
+              file=sys.stderr)
+        self.assertEqual(node.get("status"), "passing", f"{last}\nPatroni log:\n{log_text}")
+        self.assertTrue(node["evidence"]["url"].startswith(f"https://{addr}:8008"), node)
+        for name in ("etcd_health", "patroni_cluster", "config_lint"):
+            self.assertEqual(last[name]["status"], "passing", last[name])
+        checked = last["config_lint"]["evidence"]["checked"]
+        self.assertIn(path("rest.pem"), checked)
+        self.assertIn(path("client.pem"), checked)
+        rc, results, took = fener_check(cfg)
+        FIGURES["patroni_https_check_s"] = took
 
 
 if __name__ == "__main__":
