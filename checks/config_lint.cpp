@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <map>
 #include <set>
 #include <utility>
@@ -130,18 +131,22 @@ std::vector<KnownMember> known_members(const Config& config, const ConfigLintInp
 
 class ConfigLintCheck final : public Check {
  public:
-  explicit ConfigLintCheck(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+  ConfigLintCheck(std::shared_ptr<const Config> config, int cert_warning_days)
+      : config_(std::move(config)), cert_warning_days_(cert_warning_days) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     // Named first: GCC 12 destroys a capturing lambda made inside a co_await expression
     // twice (the shared_ptr would be released one time too many).
-    auto job = [config = config_] { return read_config_lint_inputs(*config); };
+    auto job = [config = config_, days = cert_warning_days_] {
+      return read_config_lint_inputs(*config, days);
+    };
     ConfigLintInputs inputs = co_await offload(ctx.worker, std::move(job));
     co_return evaluate_config_lint(*config_, inputs);
   }
 
  private:
   std::shared_ptr<const Config> config_;
+  int cert_warning_days_;
 };
 
 }  // namespace
@@ -191,8 +196,9 @@ EnvFileRead read_env_file(const std::string& path) {
   return r;
 }
 
-ConfigLintInputs read_config_lint_inputs(const Config& config) {
+ConfigLintInputs read_config_lint_inputs(const Config& config, int cert_warning_days) {
   ConfigLintInputs in;
+  in.tls = lint_tls_files(config.tls_files, std::time(nullptr), cert_warning_days, &in.tls_checked);
   for (const auto& path : config.etcd_env_files) in.env_files.push_back(read_env_file(path));
   if (!config.patroni_config.empty() && !config.patroni_dcs.empty()) {
     // Only for the line number in messages: failure just leaves it unknown.
@@ -472,6 +478,8 @@ CheckResult evaluate_config_lint(const Config& config, const ConfigLintInputs& i
   }
   auto agree = lint_env_files_agree(inputs.env_files);
   findings.insert(findings.end(), agree.begin(), agree.end());
+  findings.insert(findings.end(), inputs.tls.begin(), inputs.tls.end());
+  checked.insert(checked.end(), inputs.tls_checked.begin(), inputs.tls_checked.end());
 
   json evidence = {{"checked", checked}, {"absent", absent}, {"findings", json::array()}};
   for (const auto& f : findings) {
@@ -502,10 +510,11 @@ CheckResult evaluate_config_lint(const Config& config, const ConfigLintInputs& i
   return CheckResult::make(worst_finding->severity, std::move(msg), std::move(evidence));
 }
 
-std::unique_ptr<Check> make_config_lint_check(YamlMap& /*params*/, const Config& config) {
+std::unique_ptr<Check> make_config_lint_check(YamlMap& params, const Config& config) {
+  const auto days = params.integer("cert_warning_days", 0, 3650).value_or(kDefaultCertWarningDays);
   auto copy = std::make_shared<Config>(config);
   copy->checks.clear();  // not needed here, and they hold YAML trees
-  return std::make_unique<ConfigLintCheck>(std::move(copy));
+  return std::make_unique<ConfigLintCheck>(std::move(copy), static_cast<int>(days));
 }
 
 }  // namespace fener

@@ -4,6 +4,8 @@
 #include <optional>
 #include <utility>
 
+#include "src/cluster_http.hpp"
+
 namespace fener {
 
 namespace {
@@ -45,16 +47,15 @@ json member_evidence(const EtcdMemberHealth& m) {
 
 class EtcdHealthCheck final : public Check {
  public:
-  EtcdHealthCheck(std::vector<std::string> endpoints, std::vector<EtcdMember> members)
-      : endpoints_(std::move(endpoints)), members_(std::move(members)) {}
+  EtcdHealthCheck(std::vector<std::string> endpoints, std::vector<EtcdMember> members,
+                  TlsSettings tls)
+      : endpoints_(std::move(endpoints)), members_(std::move(members)), tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     std::vector<HttpRequest> reqs;
     reqs.reserve(endpoints_.size());
     for (const auto& e : endpoints_) {
-      HttpRequest req;
-      req.url = e + "/health";
-      req.timeout = ctx.timeout;
+      HttpRequest req = tls_request(tls_, e + "/health", ctx.timeout);
       req.max_body = kMaxHealthBody;
       reqs.push_back(std::move(req));
     }
@@ -65,6 +66,7 @@ class EtcdHealthCheck final : public Check {
  private:
   std::vector<std::string> endpoints_;
   std::vector<EtcdMember> members_;
+  TlsSettings tls_;
 };
 
 }  // namespace
@@ -271,8 +273,8 @@ std::vector<std::string> read_etcd_endpoints(YamlMap& params, const Config& conf
 }
 
 std::unique_ptr<Check> make_etcd_health_check(YamlMap& params, const Config& config) {
-  return std::make_unique<EtcdHealthCheck>(read_etcd_endpoints(params, config),
-                                           config.etcd_members);
+  return std::make_unique<EtcdHealthCheck>(read_etcd_endpoints(params, config), config.etcd_members,
+                                           config.etcd_tls);
 }
 
 }  // namespace fener

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "checks/etcd_health.hpp"
+#include "src/cluster_http.hpp"
 
 namespace fener {
 
@@ -180,10 +181,11 @@ std::string_view leader_state_name(EtcdLeader::State s) {
 class EtcdMembersCheck final : public Check {
  public:
   EtcdMembersCheck(std::vector<std::string> endpoints, std::vector<EtcdMember> expected,
-                   bool patroni_needs_v2)
+                   bool patroni_needs_v2, TlsSettings tls)
       : endpoints_(std::move(endpoints)),
         expected_(std::move(expected)),
-        patroni_needs_v2_(patroni_needs_v2) {}
+        patroni_needs_v2_(patroni_needs_v2),
+        tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
@@ -193,6 +195,7 @@ class EtcdMembersCheck final : public Check {
       reqs.push_back(get(e + "/v2/members", ctx.timeout));
       reqs.push_back(get(e + "/v2/members/leader", ctx.timeout));
     }
+    for (auto& r : reqs) r.tls = tls_;
     auto v2 = co_await fetch_all(ctx.http, std::move(reqs));
 
     std::vector<EtcdMembersAnswer> answers(endpoints_.size());
@@ -218,6 +221,7 @@ class EtcdMembersCheck final : public Check {
         v3reqs.push_back(post(endpoints_[i] + "/v3/cluster/member/list", left));
         v3reqs.push_back(post(endpoints_[i] + "/v3/maintenance/status", left));
       }
+      for (auto& r : v3reqs) r.tls = tls_;
       auto v3 = co_await fetch_all(ctx.http, std::move(v3reqs));
       for (std::size_t k = 0; k < fallback.size(); ++k) {
         answers[fallback[k]].v3_members = std::move(v3[2 * k]);
@@ -246,6 +250,7 @@ class EtcdMembersCheck final : public Check {
   std::vector<std::string> endpoints_;
   std::vector<EtcdMember> expected_;
   bool patroni_needs_v2_;
+  TlsSettings tls_;
 };
 
 }  // namespace
@@ -574,7 +579,7 @@ std::unique_ptr<Check> make_etcd_members_check(YamlMap& params, const Config& co
     }
   }
   return std::make_unique<EtcdMembersCheck>(std::move(endpoints), std::move(expected),
-                                            config.patroni_dcs == "etcd");
+                                            config.patroni_dcs == "etcd", config.etcd_tls);
 }
 
 }  // namespace fener

@@ -22,6 +22,7 @@
 
 #include "remedies/remedy.hpp"
 #include "src/cluster_facts.hpp"
+#include "src/cluster_http.hpp"
 #include "src/guards.hpp"
 #include "src/http_client.hpp"
 
@@ -152,12 +153,13 @@ class HaproxyCheck final : public Check {
  public:
   HaproxyCheck(std::string socket, std::vector<std::string> primary,
                std::vector<std::string> replica, std::vector<std::string> endpoints,
-               std::string scope)
+               std::string scope, TlsSettings tls)
       : socket_(std::move(socket)),
         primary_(std::move(primary)),
         replica_(std::move(replica)),
         endpoints_(std::move(endpoints)),
-        scope_(std::move(scope)) {}
+        scope_(std::move(scope)),
+        tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     const auto deadline = std::chrono::steady_clock::now() + ctx.timeout;
@@ -226,9 +228,7 @@ class HaproxyCheck final : public Check {
     const std::size_t n = endpoints_.size();
     for (std::size_t i = 0; i < n; ++i) {
       const std::size_t idx = (good_ + i) % n;
-      HttpRequest req;
-      req.url = endpoints_[idx] + path;
-      req.timeout = remaining(deadline, n - i);
+      HttpRequest req = tls_request(tls_, endpoints_[idx] + path, remaining(deadline, n - i));
       auto r = co_await ctx.http.fetch(std::move(req));
       if (r.ok() && (r.status == 200 || r.status == 404)) {
         good_ = idx;
@@ -304,6 +304,7 @@ class HaproxyCheck final : public Check {
   std::vector<std::string> primary_, replica_;
   std::vector<std::string> endpoints_;
   std::string scope_;     // learnt from etcd when not configured
+  TlsSettings tls_;       // how etcd is reached over https
   std::size_t good_ = 0;  // endpoint that answered last
 };
 
@@ -617,7 +618,7 @@ std::unique_ptr<Check> make_haproxy_check(YamlMap& params, const Config& config)
     endpoints.push_back(std::move(e));
   }
   return std::make_unique<HaproxyCheck>(std::move(socket), std::move(primary), std::move(replica),
-                                        std::move(endpoints), config.scope);
+                                        std::move(endpoints), config.scope, config.etcd_tls);
 }
 
 }  // namespace fener

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "checks/patroni_node.hpp"
+#include "src/cluster_http.hpp"
 #include "src/worker.hpp"
 
 namespace fener {
@@ -46,16 +47,14 @@ Duration remaining(std::chrono::steady_clock::time_point deadline) {
 
 class LeaderFilesCheck final : public Check {
  public:
-  explicit LeaderFilesCheck(LeaderFilesParams p) : p_(std::move(p)) {}
+  LeaderFilesCheck(LeaderFilesParams p, TlsSettings tls) : p_(std::move(p)), tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     if (p_.roots.empty())
       co_return CheckResult::make(Status::unknown, "no peer_files roots configured to compare");
     const auto deadline = std::chrono::steady_clock::now() + ctx.timeout;
     const std::string cluster_url = p_.patroni_url + "/cluster";
-    HttpRequest req;
-    req.url = cluster_url;
-    req.timeout = remaining(deadline);
+    HttpRequest req = tls_request(tls_, cluster_url, remaining(deadline));
     HttpResult r = co_await ctx.http.fetch(std::move(req));
     auto body = r.ok() && (r.status == 200 || r.status == 503) ? parse_json(r.body) : std::nullopt;
     if (!body)
@@ -99,6 +98,7 @@ class LeaderFilesCheck final : public Check {
 
  private:
   LeaderFilesParams p_;
+  TlsSettings tls_;
 };
 
 #pragma GCC diagnostic pop
@@ -129,6 +129,11 @@ std::string peer_api_url(const std::string& host, int port) {
   const bool v6 = host.find(':') != std::string::npos && host.front() != '[';
   return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
 }
+
+// GCC 12 inlines Asio's coroutine frame allocation here and then mistakes its matching
+// deallocation for a mismatched one (a false positive of -Wmismatched-new-delete).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 
 asio::awaitable<std::optional<PeerListing>> fetch_leader_listing(HttpClient& http, std::string url,
                                                                  std::string token,
@@ -168,6 +173,8 @@ asio::awaitable<std::optional<PeerListing>> fetch_leader_listing(HttpClient& htt
                    leader + ": refused");
   co_return listing;
 }
+
+#pragma GCC diagnostic pop
 
 CheckResult judge_leader_files(const PeerFilesComparison& cmp, const std::string& leader,
                                const std::string& source) {
@@ -266,7 +273,7 @@ std::unique_ptr<Check> make_leader_files_check(YamlMap& params, const Config& co
   p.roots = read_peer_roots_param(params, config);
   p.port = read_peer_port_param(params, config);
   p.token = config.api.token;
-  return std::make_unique<LeaderFilesCheck>(std::move(p));
+  return std::make_unique<LeaderFilesCheck>(std::move(p), config.patroni_tls);
 }
 
 }  // namespace fener

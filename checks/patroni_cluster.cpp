@@ -6,6 +6,8 @@
 #include <optional>
 #include <utility>
 
+#include "src/cluster_http.hpp"
+
 namespace fener {
 
 namespace {
@@ -210,7 +212,8 @@ namespace {
 
 class PatroniClusterCheck final : public Check {
  public:
-  explicit PatroniClusterCheck(PatroniClusterParams p) : p_(std::move(p)) {}
+  PatroniClusterCheck(PatroniClusterParams p, TlsSettings tls)
+      : p_(std::move(p)), tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
@@ -222,9 +225,7 @@ class PatroniClusterCheck final : public Check {
       const auto left = static_cast<Duration::rep>(p_.urls.size() - i);
       const Duration budget = std::max((ctx.timeout - spent) / left, Duration{100});
       const std::string url = p_.urls[i] + "/cluster";
-      HttpRequest req;
-      req.url = url;
-      req.timeout = budget;
+      HttpRequest req = tls_request(tls_, url, budget);
       HttpResult r = co_await ctx.http.fetch(std::move(req));
       const bool usable = patroni_cluster_usable(r);
       attempts.push_back({url, std::move(r)});
@@ -241,6 +242,7 @@ class PatroniClusterCheck final : public Check {
 
  private:
   PatroniClusterParams p_;
+  TlsSettings tls_;
 };
 
 }  // namespace
@@ -269,7 +271,7 @@ std::unique_ptr<Check> make_patroni_cluster_check(YamlMap& params, const Config&
                                    ") must not exceed lag_critical (" +
                                    format_size(p.lag_critical) + ")");
   p.scope = config.scope;
-  return std::make_unique<PatroniClusterCheck>(std::move(p));
+  return std::make_unique<PatroniClusterCheck>(std::move(p), config.patroni_tls);
 }
 
 }  // namespace fener

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "src/cluster_http.hpp"
+
 namespace fener {
 
 // ---- sizes -------------------------------------------------------------------------------
@@ -427,28 +429,21 @@ CheckResult evaluate_patroni_node(const HttpResult& patroni,
 
 namespace {
 
-HttpRequest get_request(std::string url, Duration timeout) {
-  HttpRequest req;  // field by field: GCC 12 warns on partial designated initializers
-  req.url = std::move(url);
-  req.timeout = timeout;
-  return req;
-}
-
 class PatroniNodeCheck final : public Check {
  public:
-  explicit PatroniNodeCheck(PatroniNodeParams p) : p_(std::move(p)) {}
+  PatroniNodeCheck(PatroniNodeParams p, TlsSettings tls) : p_(std::move(p)), tls_(std::move(tls)) {}
 
   asio::awaitable<CheckResult> run(CheckContext& ctx) override {
     const auto start = std::chrono::steady_clock::now();
     // Requests are named locals: GCC 12 destroys temporaries inside co_await twice.
-    HttpRequest patroni_req = get_request(p_.url + "/patroni", ctx.timeout);
+    HttpRequest patroni_req = tls_request(tls_, p_.url + "/patroni", ctx.timeout);
     HttpResult patroni = co_await ctx.http.fetch(std::move(patroni_req));
     std::optional<HttpResult> cluster;
     if (patroni_node_wants_cluster(patroni)) {
       const auto spent =
           std::chrono::duration_cast<Duration>(std::chrono::steady_clock::now() - start);
       const Duration left = std::max(ctx.timeout - spent, Duration{100});
-      HttpRequest cluster_req = get_request(p_.url + "/cluster", left);
+      HttpRequest cluster_req = tls_request(tls_, p_.url + "/cluster", left);
       cluster = co_await ctx.http.fetch(std::move(cluster_req));
     }
     try {
@@ -462,6 +457,7 @@ class PatroniNodeCheck final : public Check {
 
  private:
   PatroniNodeParams p_;
+  TlsSettings tls_;
 };
 
 }  // namespace
@@ -478,7 +474,7 @@ std::unique_ptr<Check> make_patroni_node_check(YamlMap& params, const Config& co
     params.fail("lag_warning", "lag_warning (" + format_size(p.lag_warning) +
                                    ") must not exceed lag_critical (" +
                                    format_size(p.lag_critical) + ")");
-  return std::make_unique<PatroniNodeCheck>(std::move(p));
+  return std::make_unique<PatroniNodeCheck>(std::move(p), config.patroni_tls);
 }
 
 }  // namespace fener

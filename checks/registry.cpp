@@ -27,7 +27,8 @@ const std::vector<CheckType>& check_types() {
       {"leader_files", make_leader_files_check,
        "this node's allow-listed peer files (e.g. .*.swp) against the leader's"},
       {"config_lint", make_config_lint_check,
-       "patroni.yml and etcd environment files against the setup guide's rules"},
+       "patroni.yml and etcd environment files against the setup guide's rules; TLS "
+       "certificates (readable, valid, not ending soon, key matching)"},
       {"haproxy", make_haproxy_check,
        "HAProxy's servers state: writes routed to the Patroni leader only, reads to replicas"},
   };

@@ -5,6 +5,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "remedies/patroni_rest.hpp"
+#include "src/cluster_http.hpp"
 #include "src/process.hpp"
 
 namespace fener {
@@ -63,9 +64,8 @@ class PatroniReinit final : public Remedy {
     std::string last = "?";
     bool left_running = false;
     while (std::chrono::steady_clock::now() < deadline - std::chrono::seconds(1)) {
-      HttpRequest get;
-      get.url = ctx.config.patroni_url + "/patroni";
-      get.timeout = std::chrono::seconds(2);
+      HttpRequest get =
+          patroni_request(ctx.config, ctx.config.patroni_url + "/patroni", std::chrono::seconds(2));
       auto s = co_await ctx.http.fetch(std::move(get));
       if (s.ok()) {
         if (auto j = parse_json(s.body);

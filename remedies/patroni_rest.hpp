@@ -6,6 +6,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include "src/cluster_http.hpp"
 #include "src/config.hpp"
 #include "src/http_client.hpp"
 
@@ -14,14 +15,12 @@ namespace fener {
 inline asio::awaitable<HttpResult> patroni_post(HttpClient& http, const Config& config,
                                                 const std::string& path, std::string body,
                                                 Duration timeout) {
-  HttpRequest req;
+  HttpRequest req = patroni_request(config, config.patroni_url + path, timeout);
   req.method = "POST";
-  req.url = config.patroni_url + path;
   req.body = std::move(body);
   req.headers = {"Content-Type: application/json"};
   req.username = config.patroni_username;
   req.password = config.patroni_password;
-  req.timeout = timeout;
   req.max_body = 64 * 1024;
   co_return co_await http.fetch(std::move(req));
 }

@@ -529,7 +529,8 @@ class Daemon {
                                          : leader->empty() ? std::string("none (no leader)")
                                                            : *leader);
           chase_patroni(leader);
-        });
+        },
+        cfg_->etcd_tls);
     leader_watch_->start();
   }
 
@@ -706,7 +707,8 @@ class Daemon {
     const Duration interval = cfg_->fleet.interval;
     fleet_ = std::make_unique<FleetPublisher>(
         io_, http_, cfg_->etcd_endpoints, cfg_->scope, cfg_->node_name, interval,
-        [this, interval] { return make_summary(snapshot(), interval); });
+        [this, interval] { return make_summary(snapshot(), interval); }, std::chrono::seconds(1),
+        cfg_->etcd_tls);
     fleet_->start();
   }
 
@@ -999,8 +1001,9 @@ int cmd_status_cluster(const Args& args, const Config& cfg) {
         // Named copies, not temporaries inside co_await: GCC 12 destroys those twice.
         std::vector<std::string> endpoints = cfg.etcd_endpoints;
         std::string scope = cfg.scope;
+        TlsSettings tls = cfg.etcd_tls;
         read = co_await read_fleet(http, std::move(endpoints), std::move(scope),
-                                   std::chrono::seconds(3));
+                                   std::chrono::seconds(3), std::move(tls));
       },
       asio::detached);
   io.run();

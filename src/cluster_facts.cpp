@@ -1,4 +1,5 @@
 #include "src/cluster_facts.hpp"
+#include "src/cluster_http.hpp"
 
 #include "src/config.hpp"
 #include "src/guards.hpp"
@@ -80,11 +81,11 @@ asio::awaitable<void> read_etcd(HttpClient& http, const Config& config, Duration
                                 ClusterFacts& f) {
   bool any_answer = false;
   for (const auto& ep : config.etcd_endpoints) {
-    HttpRequest req;
-    req.url = ep + (config.scope.empty()
-                        ? "/v2/keys/fener?quorum=true"
-                        : "/v2/keys/service/" + config.scope + "/?recursive=true&quorum=true");
-    req.timeout = each;
+    HttpRequest req = etcd_request(config,
+                                   ep + (config.scope.empty() ? "/v2/keys/fener?quorum=true"
+                                                              : "/v2/keys/service/" + config.scope +
+                                                                    "/?recursive=true&quorum=true"),
+                                   each);
     auto r = co_await http.fetch(std::move(req));
     if (!r.ok()) {
       f.evidence["etcd"][ep] = r.describe();
@@ -113,9 +114,7 @@ asio::awaitable<void> read_etcd(HttpClient& http, const Config& config, Duration
 asio::awaitable<void> read_self(HttpClient& http, const Config& config, Duration each,
                                 ClusterFacts& f, bool& paused) {
   if (config.patroni_url.empty()) co_return;
-  HttpRequest req;
-  req.url = config.patroni_url + "/patroni";
-  req.timeout = each;
+  HttpRequest req = patroni_request(config, config.patroni_url + "/patroni", each);
   auto r = co_await http.fetch(std::move(req));
   if (r.ok() && (r.status == 200 || r.status == 503)) {
     if (auto j = parse_json(r.body); j && j->is_object()) {
@@ -145,9 +144,7 @@ asio::awaitable<ClusterFacts> gather_facts(HttpClient& http, const Config& confi
 
   // 3. The leader's Patroni: is its PostgreSQL running, which system is it.
   if (f.leader_api_url) {
-    HttpRequest req;
-    req.url = *f.leader_api_url + "/patroni";
-    req.timeout = each;
+    HttpRequest req = patroni_request(config, *f.leader_api_url + "/patroni", each);
     auto r = co_await http.fetch(std::move(req));
     if (r.ok() && (r.status == 200 || r.status == 503)) {
       if (auto j = parse_json(r.body); j && j->is_object()) {

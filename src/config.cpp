@@ -74,10 +74,60 @@ std::string url_host(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
+// A file setting of patroni.yml's, with where it came from ("/etc/patroni.yml ctl.cacert").
+bool take_file(YamlMap& m, const std::string& key, std::string& file, std::string& source) {
+  auto v = m.str(key);
+  if (!v || v->empty()) return false;
+  file = *v;
+  source = m.file() + " " + m.key_path(key);
+  return true;
+}
+
+// Patroni's REST API as patronictl reaches it (Patroni's request.py): the CA is ctl.cacert,
+// else restapi.cafile; the client certificate and key ctl.certfile/keyfile, else restapi's
+// (the server's own certificate doubles as the client one); ctl.insecure switches
+// verification off, except that with a client certificate the chain is still verified and
+// only the host name is not.
+void discover_patroni_tls(YamlMap& root, const std::string& path, Config& cfg) {
+  auto api = root.map("restapi");
+  auto ctl = root.map("ctl");
+  TlsSettings& t = cfg.patroni_tls;
+  TlsFileSet server;
+  server.what = "Patroni REST API certificate";
+  server.source = path + " restapi";
+  if (api) {
+    std::string ignored;
+    take_file(*api, "certfile", server.cert_file, ignored);
+    take_file(*api, "keyfile", server.key_file, ignored);
+    take_file(*api, "cafile", server.ca_file, ignored);
+  }
+  if (!(ctl && take_file(*ctl, "cacert", t.ca_file, t.ca_source)) && api)
+    take_file(*api, "cafile", t.ca_file, t.ca_source);
+  if (!(ctl && take_file(*ctl, "certfile", t.cert_file, t.cert_source)) && api)
+    take_file(*api, "certfile", t.cert_file, t.cert_source);
+  if (!(ctl && take_file(*ctl, "keyfile", t.key_file, t.key_source)) && api)
+    take_file(*api, "keyfile", t.key_file, t.key_source);
+  const bool insecure = ctl && ctl->boolean("insecure").value_or(false);
+  if (insecure) {
+    t.verify_peer = !t.cert_file.empty();
+    t.verify_host = false;
+  }
+  if (!server.cert_file.empty() || !server.ca_file.empty()) cfg.tls_files.push_back(server);
+}
+
+// Patroni's etcd client: etcd(3).cacert, cert and key (the key may be inside cert).
+void discover_etcd_tls(YamlMap& etcd, Config& cfg) {
+  TlsSettings& t = cfg.etcd_tls;
+  take_file(etcd, "cacert", t.ca_file, t.ca_source);
+  take_file(etcd, "cert", t.cert_file, t.cert_source);
+  take_file(etcd, "key", t.key_file, t.key_source);
+}
+
 // What patroni.yml tells us. Patroni accepts far more keys than fener reads: only the
 // keys used here are type-checked, the rest are none of our business.
 void discover_patroni(const std::string& path, Config& cfg) {
   YamlMap root(load_yaml_file(path), path, "");
+  discover_patroni_tls(root, path, cfg);
   cfg.patroni_config = path;
   if (auto v = root.str("scope")) cfg.scope = *v;
   if (auto v = root.str("name")) cfg.node_name = *v;
@@ -107,6 +157,7 @@ void discover_patroni(const std::string& path, Config& cfg) {
     if (!etcd) continue;
     cfg.patroni_dcs = section;
     const std::string proto = etcd->str("protocol").value_or("http");
+    discover_etcd_tls(*etcd, cfg);
     if (auto hosts = etcd->str_list("hosts", /*allow_comma_string=*/true)) {
       cfg.patroni_etcd_hosts = *hosts;
     } else if (auto host = etcd->str("host")) {
@@ -156,6 +207,22 @@ void discover_etcd_env(const std::string& path, Config& cfg) {
         break;
       }
     }
+  }
+  // etcd's own certificates (client-facing and peer), for the certificate lint.
+  for (auto [prefix, what] : {std::pair{"ETCD_", "etcd server certificate"},
+                              std::pair{"ETCD_PEER_", "etcd peer certificate"}}) {
+    const std::string p = prefix;
+    const EnvEntry* cert = env.find(p + "CERT_FILE");
+    const EnvEntry* key = env.find(p + "KEY_FILE");
+    const EnvEntry* ca = env.find(p + "TRUSTED_CA_FILE");
+    if (!cert || cert->value.empty()) continue;
+    TlsFileSet set;
+    set.what = what;
+    set.cert_file = cert->value;
+    set.key_file = key ? key->value : "";
+    set.ca_file = ca ? ca->value : "";
+    set.source = path + " " + p + "CERT_FILE";
+    cfg.tls_files.push_back(std::move(set));
   }
   if (!initial || !cfg.etcd_members.empty()) return;
   const auto ic = parse_initial_cluster(initial->value);
@@ -216,13 +283,55 @@ std::vector<std::string> default_checks(const Config& c) {
   // Comparing with the leader's files needs the peers' shared token.
   if (!c.patroni_url.empty() && !c.peer_files.empty() && !c.api.token.empty())
     out.push_back("leader_files");
-  if (!c.patroni_config.empty() || !c.etcd_env_files.empty()) out.push_back("config_lint");
+  if (!c.patroni_config.empty() || !c.etcd_env_files.empty() || !c.tls_files.empty())
+    out.push_back("config_lint");
   // HAProxy in front of this cluster: named by the operator, or a haproxy.cfg with
   // backends that route to Patroni (a stock haproxy.cfg alone does not count).
   if (c.haproxy.explicit_config || !c.haproxy.primary_backends.empty() ||
       !c.haproxy.replica_backends.empty())
     out.push_back("haproxy");
   return out;
+}
+
+// fener.yaml's cacert/cert/key/verify under etcd: or patroni:, over what discovery found.
+// An empty string switches a discovered file off; a named file must be readable now.
+void read_tls_keys(YamlMap& m, TlsSettings& tls) {
+  auto file_key = [&](const char* key, std::string& file, std::string& source) {
+    auto v = m.str(key);
+    if (!v) return;
+    if (v->empty()) {
+      file.clear();
+      source.clear();
+      return;
+    }
+    if (::access(v->c_str(), R_OK) != 0)
+      m.fail(key, "cannot read " + *v + " (" + strerror(errno) + "); expected a readable PEM file");
+    file = *v;
+    source = m.file() + " " + m.key_path(key);
+  };
+  file_key("cacert", tls.ca_file, tls.ca_source);
+  file_key("cert", tls.cert_file, tls.cert_source);
+  file_key("key", tls.key_file, tls.key_source);
+  if (auto v = m.boolean("verify")) tls.verify_peer = tls.verify_host = *v;
+  if ((m.has("key") || m.has("cert")) && !tls.key_file.empty() && tls.cert_file.empty())
+    m.fail("key", "a key without a certificate: set cert (the client certificate) too");
+}
+
+// The client certificates of etcd and Patroni join the list the certificate lint reads,
+// unless the same files are listed already.
+void add_tls_file_set(Config& cfg, const TlsSettings& t, const std::string& what) {
+  if (t.ca_file.empty() && t.cert_file.empty()) return;
+  TlsFileSet set;
+  set.what = what;
+  set.cert_file = t.cert_file;
+  set.key_file = t.key_file;
+  set.ca_file = t.ca_file;
+  set.source = !t.cert_source.empty() ? t.cert_source : t.ca_source;
+  for (const auto& f : cfg.tls_files) {
+    if (f.cert_file == set.cert_file && f.key_file == set.key_file && f.ca_file == set.ca_file)
+      return;
+  }
+  cfg.tls_files.push_back(std::move(set));
 }
 
 // The first line of a file holding a secret, which nobody but its owners may read.
@@ -669,6 +778,7 @@ Config load_config(const LoadOptions& opts) {
     if (auto v = patroni->str("username")) cfg.patroni_username = *v;
     if (auto v = patroni->str("password")) cfg.patroni_password = *v;
     if (auto v = patroni->boolean("enabled"); v && !*v) cfg.patroni_url.clear();
+    read_tls_keys(*patroni, cfg.patroni_tls);
     patroni->finish();
   }
   if (etcd) {
@@ -693,8 +803,11 @@ Config load_config(const LoadOptions& opts) {
       }
     }
     etcd->str_list("env_files");  // read above
+    read_tls_keys(*etcd, cfg.etcd_tls);
     etcd->finish();
   }
+  add_tls_file_set(cfg, cfg.etcd_tls, "etcd client certificate");
+  add_tls_file_set(cfg, cfg.patroni_tls, "Patroni REST API client certificate");
   if (pg) {
     if (auto v = pg->str("data_dir")) cfg.pg_data_dir = *v;
     if (auto v = pg->str("listen")) cfg.pg_listen = *v;

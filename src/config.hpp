@@ -15,6 +15,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "src/result.hpp"
+#include "src/tls.hpp"
 #include "src/yaml_reader.hpp"
 
 namespace fener {
@@ -137,12 +138,22 @@ struct Config {
   std::vector<std::string> patroni_etcd_hosts;  // host:port as patroni.yml lists them
   bool patroni_etcd_uses_host_key = false;      // patroni.yml said `host:` (singular)
   int expected_members = 0;                     // Patroni members expected, 0 = don't check
+  // How fener talks to Patroni's REST API over https: as patronictl does (ctl.cacert or
+  // restapi.cafile; ctl.certfile/keyfile or restapi.certfile/keyfile; ctl.insecure), then
+  // fener.yaml's patroni.cacert/cert/key/verify.
+  TlsSettings patroni_tls;
 
   // etcd.
   std::vector<std::string> etcd_endpoints;  // client URLs of every member
   std::vector<EtcdMember> etcd_members;     // expected membership, may be empty
   std::vector<std::string> etcd_env_files;  // environment files to lint
   bool etcd_env_files_explicit = false;     // listed by the operator: missing is an error
+  // How fener talks to etcd over https: patroni.yml's etcd(3).cacert/cert/key, then
+  // fener.yaml's etcd.cacert/cert/key/verify.
+  TlsSettings etcd_tls;
+
+  // Certificates fener and Patroni use, for the certificate lint (config_lint).
+  std::vector<TlsFileSet> tls_files;
 
   // HAProxy, when this node runs it (the HAProxy node): read from haproxy.cfg.
   struct Haproxy {

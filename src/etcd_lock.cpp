@@ -22,8 +22,12 @@ std::string url_encode(const std::string& s) {
 }
 
 EtcdLock::EtcdLock(HttpClient& http, std::vector<std::string> endpoints, std::string key,
-                   Duration ttl)
-    : http_(http), endpoints_(std::move(endpoints)), key_(std::move(key)), ttl_(ttl) {}
+                   Duration ttl, TlsSettings tls)
+    : http_(http),
+      endpoints_(std::move(endpoints)),
+      tls_(std::move(tls)),
+      key_(std::move(key)),
+      ttl_(ttl) {}
 
 // The first member that answers decides; a refused or silent member is skipped.
 asio::awaitable<HttpResult> EtcdLock::call(std::string method, std::string query,
@@ -34,6 +38,7 @@ asio::awaitable<HttpResult> EtcdLock::call(std::string method, std::string query
   for (const auto& ep : endpoints_) {
     HttpRequest req;
     req.method = method;
+    req.tls = tls_;
     req.url = ep + "/v2/keys" + key_ + query;
     req.body = form;
     if (!form.empty()) req.headers = {"Content-Type: application/x-www-form-urlencoded"};

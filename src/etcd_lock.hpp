@@ -22,7 +22,9 @@ struct LockAttempt {
 
 class EtcdLock {
  public:
-  EtcdLock(HttpClient& http, std::vector<std::string> endpoints, std::string key, Duration ttl);
+  // tls: how etcd is reached over https (Config::etcd_tls).
+  EtcdLock(HttpClient& http, std::vector<std::string> endpoints, std::string key, Duration ttl,
+           TlsSettings tls = {});
 
   // `record` is stored as the value: who holds it and why (JSON text).
   asio::awaitable<LockAttempt> acquire(std::string record);
@@ -40,6 +42,7 @@ class EtcdLock {
 
   HttpClient& http_;
   std::vector<std::string> endpoints_;
+  TlsSettings tls_;
   std::string key_;  // e.g. /fener/liman/lock
   Duration ttl_;
   std::string value_;  // our record while we hold it

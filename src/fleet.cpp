@@ -315,11 +315,12 @@ std::string fleet_table(const FleetView& v) {
 }
 
 asio::awaitable<FleetRead> read_fleet(HttpClient& http, std::vector<std::string> endpoints,
-                                      std::string scope, Duration timeout) {
+                                      std::string scope, Duration timeout, TlsSettings tls) {
   FleetRead out;
   out.error = "no etcd endpoints configured (etcd.endpoints)";
   for (const auto& ep : endpoints) {
     HttpRequest req;
+    req.tls = tls;
     req.url = ep + "/v2/keys" + fleet_dir(scope) + "?recursive=true";
     req.timeout = timeout;
     req.max_body = 4 << 20;
@@ -338,6 +339,7 @@ asio::awaitable<FleetRead> read_fleet(HttpClient& http, std::vector<std::string>
     out.endpoint = ep;
     out.error.clear();
     HttpRequest members;
+    members.tls = tls;
     members.url = ep + "/v2/keys/service/" + url_encode(scope) + "/members";
     members.timeout = timeout;
     HttpResult m = co_await http.fetch(std::move(members));
@@ -350,10 +352,11 @@ asio::awaitable<FleetRead> read_fleet(HttpClient& http, std::vector<std::string>
 FleetPublisher::FleetPublisher(asio::io_context& io, HttpClient& http,
                                std::vector<std::string> endpoints, std::string scope,
                                std::string node, Duration interval, SummaryFn summary,
-                               Duration debounce)
+                               Duration debounce, TlsSettings tls)
     : io_(io),
       http_(http),
       endpoints_(std::move(endpoints)),
+      tls_(std::move(tls)),
       scope_(std::move(scope)),
       node_(std::move(node)),
       interval_(interval),
@@ -395,6 +398,7 @@ asio::awaitable<bool> FleetPublisher::publish_once() {
   for (std::size_t tried = 0; tried < endpoints_.size(); ++tried) {
     const std::size_t i = (next_endpoint_ + tried) % endpoints_.size();
     HttpRequest req;
+    req.tls = tls_;
     req.method = "PUT";
     req.url = endpoints_[i] + "/v2/keys" + key;
     req.body = form;

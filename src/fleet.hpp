@@ -29,6 +29,7 @@
 #include "src/metrics.hpp"
 #include "src/result.hpp"
 #include "src/status.hpp"
+#include "src/tls.hpp"
 #include "src/yaml_reader.hpp"
 
 namespace fener {
@@ -136,8 +137,9 @@ struct FleetRead {
 };
 // Tries the endpoints in order until one answers the listing; then asks the same one for
 // Patroni's members (a failure there only leaves the list empty).
+// tls: how etcd is reached over https (Config::etcd_tls).
 asio::awaitable<FleetRead> read_fleet(HttpClient& http, std::vector<std::string> endpoints,
-                                      std::string scope, Duration timeout);
+                                      std::string scope, Duration timeout, TlsSettings tls = {});
 
 // Writes this node's summary to etcd every interval, and `debounce` after a change
 // (poke); at most one write per debounce however often checks change. Each write goes to
@@ -148,7 +150,7 @@ class FleetPublisher {
   using SummaryFn = std::function<NodeSummary()>;
   FleetPublisher(asio::io_context& io, HttpClient& http, std::vector<std::string> endpoints,
                  std::string scope, std::string node, Duration interval, SummaryFn summary,
-                 Duration debounce = std::chrono::seconds(1));
+                 Duration debounce = std::chrono::seconds(1), TlsSettings tls = {});
   ~FleetPublisher();
   FleetPublisher(const FleetPublisher&) = delete;
   FleetPublisher& operator=(const FleetPublisher&) = delete;
@@ -177,6 +179,7 @@ class FleetPublisher {
   asio::io_context& io_;
   HttpClient& http_;
   std::vector<std::string> endpoints_;
+  TlsSettings tls_;
   std::string scope_, node_;
   Duration interval_, debounce_;
   SummaryFn summary_;

@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <map>
@@ -61,6 +62,11 @@ struct Transfer {
   bool headers_too_large = false;
   std::size_t header_bytes = 0;
   char error_buf[CURL_ERROR_SIZE] = {};
+  // From curl's TLS trace (https only): the server asked for our certificate, and the
+  // first alert it sent. curl's error text often misses both (it keeps its first message,
+  // e.g. a getpeername() failure once the server has dropped the connection).
+  bool cert_requested = false;
+  std::string tls_alert;
 
   ~Transfer() {
     if (easy) curl_easy_cleanup(easy);
@@ -220,6 +226,35 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
     if (it != watches.end() && it->second == weak.lock()) arm(fd, it->second);
   }
 
+  static int on_debug(CURL*, curl_infotype type, char* data, size_t size, void* userp) {
+    if (type != CURLINFO_TEXT) return 0;
+    auto* t = static_cast<Transfer*>(userp);
+    const std::string_view line(data, size);
+    if (line.find("(IN), TLS handshake, Request CERT") != std::string_view::npos)
+      t->cert_requested = true;
+    constexpr std::string_view kAlert = "(IN), TLS alert, ";
+    if (auto at = line.find(kAlert); at != std::string_view::npos && t->tls_alert.empty()) {
+      std::string_view a = line.substr(at + kAlert.size());
+      a = a.substr(0, a.find(" ("));  // "bad certificate (554):" -> "bad certificate"
+      t->tls_alert = std::string(a);
+    }
+    return 0;
+  }
+
+  static void apply_tls(CURL* e, const TlsSettings& tls) {
+    if (!tls.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, tls.ca_file.c_str());
+    if (!tls.cert_file.empty()) {
+      curl_easy_setopt(e, CURLOPT_SSLCERT, tls.cert_file.c_str());
+      curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+    }
+    if (!tls.key_file.empty()) {
+      curl_easy_setopt(e, CURLOPT_SSLKEY, tls.key_file.c_str());
+      curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+    }
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, tls.verify_peer ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, tls.verify_peer && tls.verify_host ? 2L : 0L);
+  }
+
   std::uint64_t start(HttpRequest req, Handler handler) {
     auto t = std::make_unique<Transfer>();
     t->id = next_id++;
@@ -247,6 +282,13 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
       curl_easy_setopt(e, CURLOPT_HTTPAUTH, static_cast<long>(CURLAUTH_BASIC));
       curl_easy_setopt(e, CURLOPT_USERNAME, t->req.username.c_str());
       curl_easy_setopt(e, CURLOPT_PASSWORD, t->req.password.c_str());
+    }
+    apply_tls(e, t->req.tls);
+    if (t->req.url.rfind("https://", 0) == 0) {
+      // The TLS trace only: certificate requests and alerts (see Transfer).
+      curl_easy_setopt(e, CURLOPT_DEBUGFUNCTION, &Impl::on_debug);
+      curl_easy_setopt(e, CURLOPT_DEBUGDATA, t.get());
+      curl_easy_setopt(e, CURLOPT_VERBOSE, 1L);
     }
     for (const auto& h : t->req.headers) t->headers = curl_slist_append(t->headers, h.c_str());
     if (t->headers) curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->headers);
@@ -298,6 +340,18 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
     }
   }
 
+  // What to judge a failed https transfer by: the server's alert when it sent one, its
+  // dropping the connection right after asking for our certificate, else curl's words.
+  static std::string tls_evidence(const Transfer& t, CURLcode code) {
+    const bool dropped = code == CURLE_SEND_ERROR || code == CURLE_RECV_ERROR ||
+                         code == CURLE_GOT_NOTHING || code == CURLE_SSL_CONNECT_ERROR;
+    if (dropped && !t.tls_alert.empty()) return "the server sent TLS alert \"" + t.tls_alert + "\"";
+    if (dropped && t.cert_requested && t.result.error_text.find("alert") == std::string::npos)
+      return "the server closed the connection after the handshake, having asked for a client "
+             "certificate";
+    return t.result.error_text;
+  }
+
   static void classify(Transfer& t, CURLcode code) {
     HttpResult& r = t.result;
     if (code == CURLE_OK) {
@@ -321,6 +375,11 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
       r.error = os_errno == ECONNREFUSED ? HttpError::refused : HttpError::other;
     } else if (code == CURLE_COULDNT_RESOLVE_HOST) {
       r.error = HttpError::resolve;
+    } else if (auto msg = t.req.url.rfind("https://", 0) == 0
+                              ? tls_failure_message(code, tls_evidence(t, code), t.req.tls)
+                              : std::nullopt) {
+      r.error = HttpError::tls;
+      r.error_text = std::move(*msg);
     } else {
       r.error = HttpError::other;
     }
@@ -388,10 +447,113 @@ std::string_view to_string(HttpError e) {
       return "resolve";
     case HttpError::cancelled:
       return "cancelled";
+    case HttpError::tls:
+      return "tls";
     case HttpError::other:
       return "error";
   }
   return "error";
+}
+
+namespace {
+
+// Case-insensitive: OpenSSL's error strings say "unknown ca", its alert names "unknown CA".
+bool contains(const std::string& haystack, std::string_view needle) {
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  return std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
+                     [&](char a, char b) { return lower(a) == lower(b); }) != haystack.end();
+}
+
+// " (CA /etc/x/ca.pem)", or " (system CA store)" when none is configured.
+std::string ca_words(const TlsSettings& tls) {
+  return tls.ca_file.empty() ? " (system CA store; no CA file configured)"
+                             : " (CA " + tls.ca_file + ")";
+}
+
+std::string cert_words(const TlsSettings& tls) {
+  return tls.cert_file.empty() ? "" : " (certificate " + tls.cert_file + ")";
+}
+
+// The part of curl's text worth showing: after "SSL certificate problem: " or OpenSSL's
+// "error:0A000086:SSL routines::" prefix.
+std::string curl_detail(const std::string& text) {
+  std::string d = text;
+  if (auto at = d.find("SSL certificate problem: "); at != std::string::npos) d = d.substr(at + 25);
+  if (auto at = d.find("routines::"); at != std::string::npos) d = d.substr(at + 10);
+  if (auto at = d.find(", errno"); at != std::string::npos) d.resize(at);
+  return d;
+}
+
+}  // namespace
+
+std::optional<std::string> tls_failure_message(int curl_code, const std::string& curl_text,
+                                               const TlsSettings& tls) {
+  const auto code = static_cast<CURLcode>(curl_code);
+  const std::string detail = curl_detail(curl_text);
+  switch (code) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+      if (contains(curl_text, "expired"))
+        return "TLS: server certificate expired" + ca_words(tls) + ": " + detail;
+      if (contains(curl_text, "not yet valid"))
+        return "TLS: server certificate not yet valid" + ca_words(tls) + ": " + detail;
+      if (contains(curl_text, "subject name") || contains(curl_text, "host name") ||
+          contains(curl_text, "does not match"))
+        return "TLS: server certificate does not name the host asked for: " + detail;
+      return "TLS: server certificate not trusted" + ca_words(tls) + ": " + detail;
+    case CURLE_SSL_CACERT_BADFILE:
+      return "TLS: cannot use the CA file" +
+             (tls.ca_file.empty() ? std::string() : " " + tls.ca_file) + ": " + detail;
+    case CURLE_SSL_CERTPROBLEM:
+      return "TLS: cannot use the client certificate or key" + cert_words(tls) +
+             (tls.key_file.empty() ? "" : " (key " + tls.key_file + ")") + ": " + detail;
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+      return "TLS: " + detail;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_GOT_NOTHING:
+      break;
+    default:
+      return std::nullopt;
+  }
+  // The handshake failed, or (TLS 1.3) the server's alert about our certificate came with
+  // the first read. OpenSSL names the alert the server sent.
+  const bool alert = contains(curl_text, "alert");
+  // Without a certificate of ours, any alert about certificates means the server wanted one.
+  const bool about_certs = contains(curl_text, "certificate") ||
+                           contains(curl_text, "unknown ca") ||
+                           contains(curl_text, "handshake failure");
+  if (contains(curl_text, "certificate required") ||
+      (alert && tls.cert_file.empty() && about_certs))
+    return std::string("TLS: the server requires a client certificate") +
+           (tls.cert_file.empty() ? " and none is configured" : "") + ": " + detail;
+  if (contains(curl_text, "closed the connection after the handshake"))
+    return tls.cert_file.empty()
+               ? "TLS: the server requires a client certificate and none is configured: " + detail
+               : "TLS: client certificate rejected by the server" + cert_words(tls) + ": " +
+                     detail + " (expired, or not signed by a CA it trusts?)";
+  if (alert && contains(curl_text, "certificate expired"))
+    return "TLS: client certificate rejected by the server: expired" + cert_words(tls) + ": " +
+           detail;
+  if (alert && (contains(curl_text, "unknown ca") || contains(curl_text, "bad certificate") ||
+                contains(curl_text, "certificate unknown") ||
+                contains(curl_text, "unsupported certificate") ||
+                contains(curl_text, "certificate revoked") || contains(curl_text, "access denied")))
+    return "TLS: client certificate rejected by the server" + cert_words(tls) + ": " + detail;
+  if (contains(curl_text, "wrong version number") || contains(curl_text, "packet length too long"))
+    return "TLS: the server does not speak TLS there (an http:// endpoint?): " + detail;
+  if (code == CURLE_SSL_CONNECT_ERROR || alert) return "TLS: handshake failed: " + detail;
+  return std::nullopt;  // a plain receive/send error on an established connection
 }
 
 std::string HttpResult::describe() const {
@@ -408,6 +570,8 @@ std::string HttpResult::describe() const {
       return "name did not resolve (" + error_text + ")";
     case HttpError::cancelled:
       return "cancelled at the deadline";
+    case HttpError::tls:
+      return error_text;
     case HttpError::other:
       return error_text;
   }

@@ -15,6 +15,8 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "src/tls.hpp"
+
 namespace fener {
 
 namespace asio = boost::asio;
@@ -28,6 +30,7 @@ struct HttpRequest {
   std::string password;
   std::chrono::milliseconds timeout{3000};  // whole request, connect included
   std::size_t max_body = 1 << 20;           // larger bodies fail with too_large
+  TlsSettings tls;                          // for https URLs; see etcd_request/patroni_request
 };
 
 enum class HttpError {
@@ -37,12 +40,13 @@ enum class HttpError {
   too_large,  // body over max_body
   resolve,    // name did not resolve
   cancelled,  // the caller gave up (e.g. the scheduler's deadline)
+  tls,        // the TLS handshake failed: untrusted, expired or rejected certificate, ...
   other,      // any other transport failure; see error_text
 };
 
 struct HttpResult {
   HttpError error = HttpError::none;
-  std::string error_text;  // curl's words, for messages
+  std::string error_text;  // curl's words, for messages (operator words for tls)
   long status = 0;         // HTTP status when error == none
   std::string body;
   // Response headers in arrival order, names lowercased, values trimmed (the final
@@ -58,6 +62,12 @@ struct HttpResult {
 };
 
 std::string_view to_string(HttpError e);
+
+// Operator words ("TLS: server certificate not trusted (CA /etc/x/ca.pem)") for a transfer
+// that failed with libcurl code curl_code and error text curl_text; nullopt when the failure
+// is not about TLS. Pure: unit-tested without a network.
+std::optional<std::string> tls_failure_message(int curl_code, const std::string& curl_text,
+                                               const TlsSettings& tls);
 
 class HttpClient {
  public:

@@ -74,13 +74,20 @@ LeaderKeyEvent parse_leader_answer(long status, const std::string& body,
 }
 
 struct LeaderWatch::Impl {
-  Impl(asio::io_context& i, HttpClient& h, std::vector<std::string> eps, std::string s, OnChange f)
-      : io(i), http(h), endpoints(std::move(eps)), scope(std::move(s)), on_change(std::move(f)) {}
+  Impl(asio::io_context& i, HttpClient& h, std::vector<std::string> eps, std::string s, OnChange f,
+       TlsSettings t)
+      : io(i),
+        http(h),
+        endpoints(std::move(eps)),
+        scope(std::move(s)),
+        on_change(std::move(f)),
+        tls(std::move(t)) {}
   asio::io_context& io;
   HttpClient& http;
   std::vector<std::string> endpoints;
   std::string scope;
   OnChange on_change;
+  TlsSettings tls;
   std::optional<std::string> leader;
   bool known_once = false;
   std::uint64_t errors = 0;
@@ -105,6 +112,7 @@ struct LeaderWatch::Impl {
       const std::string key = self->endpoints[ep % self->endpoints.size()] + "/v2/keys/service/" +
                               url_encode(self->scope) + "/leader";
       HttpRequest req;
+      req.tls = self->tls;
       req.max_body = 64 * 1024;
       if (index == 0) {
         req.url = key + "?quorum=true";
@@ -177,9 +185,9 @@ struct LeaderWatch::Impl {
 };
 
 LeaderWatch::LeaderWatch(asio::io_context& io, HttpClient& http, std::vector<std::string> endpoints,
-                         std::string scope, OnChange on_change)
+                         std::string scope, OnChange on_change, TlsSettings tls)
     : impl_(std::make_shared<Impl>(io, http, std::move(endpoints), std::move(scope),
-                                   std::move(on_change))) {}
+                                   std::move(on_change), std::move(tls))) {}
 
 LeaderWatch::~LeaderWatch() {
   stop();

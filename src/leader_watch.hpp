@@ -14,6 +14,7 @@
 #include <boost/asio/io_context.hpp>
 #include <nlohmann/json.hpp>
 
+#include "src/tls.hpp"
 #include "src/yaml_reader.hpp"
 
 namespace fener {
@@ -41,8 +42,9 @@ class LeaderWatch {
   // leader: the holder's name, "" for no leader, nullopt when etcd cannot be read.
   using OnChange = std::function<void(const std::optional<std::string>& leader)>;
 
+  // tls: how etcd is reached over https (Config::etcd_tls).
   LeaderWatch(asio::io_context& io, HttpClient& http, std::vector<std::string> endpoints,
-              std::string scope, OnChange on_change);
+              std::string scope, OnChange on_change, TlsSettings tls = {});
   ~LeaderWatch();
   void start();
   void stop();

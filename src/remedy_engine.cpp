@@ -380,7 +380,8 @@ asio::awaitable<void> RemedyEngine::act(std::size_t index, std::size_t step_inde
   if (risk != Risk::safe) {
     lock = std::make_unique<EtcdLock>(
         http_, keep->etcd_endpoints,
-        "/fener/" + (keep->scope.empty() ? "cluster" : keep->scope) + "/lock", keep->lock_ttl);
+        "/fener/" + (keep->scope.empty() ? "cluster" : keep->scope) + "/lock", keep->lock_ttl,
+        keep->etcd_tls);
     json holder = {{"node", keep->node_name},
                    {"rule", rule.name},
                    {"remedy", step.remedy},
