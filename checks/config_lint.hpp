@@ -2,7 +2,8 @@
 // against the setup guide's rules, each of which once broke a cluster silently.
 //   passing  - no finding in the files checked (the message names them), or nothing to
 //              check on this node.
-//   warning  - works today but is wrong or fragile: lines systemd ignores (YAML such as
+//   warning  - works today but is wrong or fragile: patroni.yml readable by everyone (it
+//              holds Patroni's REST and PostgreSQL passwords), lines systemd ignores (YAML such as
 //              `enable-v2: true`, `export`), the two env files disagree, advertised URLs
 //              that do not carry this node's address.
 //   critical - the cluster is or will be broken: Patroni's `host:` with several addresses,
@@ -49,6 +50,7 @@ struct EnvFileRead {
 struct ConfigLintInputs {
   std::vector<EnvFileRead> env_files;  // in config.etcd_env_files order
   int patroni_hosts_line = 0;          // line of etcd(3).host(s) in patroni.yml; 0 unknown
+  int patroni_config_mode = -1;        // patroni.yml's permission bits; -1 when not known
 };
 
 // Blocking. Never throws for I/O problems: they are recorded in the result.
@@ -59,6 +61,8 @@ ConfigLintInputs read_config_lint_inputs(const Config& config);
 std::vector<LintFinding> lint_patroni(const Config& config, const ConfigLintInputs& inputs);
 std::vector<LintFinding> lint_etcd_env_file(const Config& config, const EnvFileRead& file);
 std::vector<LintFinding> lint_env_files_agree(const std::vector<EnvFileRead>& files);
+// patroni.yml readable by everyone: a warning (it is Patroni's file, fener still reads it).
+std::vector<LintFinding> lint_patroni_mode(const Config& config, const ConfigLintInputs& inputs);
 
 // Pure: every rule, then the verdict.
 CheckResult evaluate_config_lint(const Config& config, const ConfigLintInputs& inputs);
