@@ -1,10 +1,12 @@
 #include "checks/config_lint.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <map>
@@ -200,6 +202,9 @@ ConfigLintInputs read_config_lint_inputs(const Config& config, int cert_warning_
   ConfigLintInputs in;
   in.tls = lint_tls_files(config.tls_files, std::time(nullptr), cert_warning_days, &in.tls_checked);
   for (const auto& path : config.etcd_env_files) in.env_files.push_back(read_env_file(path));
+  struct stat st {};
+  if (!config.patroni_config.empty() && ::stat(config.patroni_config.c_str(), &st) == 0)
+    in.patroni_config_mode = static_cast<int>(st.st_mode & 07777);
   if (!config.patroni_config.empty() && !config.patroni_dcs.empty()) {
     // Only for the line number in messages: failure just leaves it unknown.
     try {
@@ -215,6 +220,19 @@ ConfigLintInputs read_config_lint_inputs(const Config& config, int cert_warning_
     }
   }
   return in;
+}
+
+std::vector<LintFinding> lint_patroni_mode(const Config& config, const ConfigLintInputs& inputs) {
+  if (config.patroni_config.empty() || inputs.patroni_config_mode < 0 ||
+      !(inputs.patroni_config_mode & 0004))
+    return {};
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o",
+                static_cast<unsigned>(inputs.patroni_config_mode) & 07777u);
+  return {{Status::warning, config.patroni_config, 0, "",
+           std::string("readable by everyone (mode ") + mode +
+               ") though it holds Patroni's REST API and PostgreSQL passwords: chmod 600 " +
+               config.patroni_config + " (or 640 with a group fener is in)"}};
 }
 
 std::vector<LintFinding> lint_patroni(const Config& config, const ConfigLintInputs& inputs) {
@@ -469,6 +487,8 @@ std::vector<LintFinding> lint_env_files_agree(const std::vector<EnvFileRead>& fi
 
 CheckResult evaluate_config_lint(const Config& config, const ConfigLintInputs& inputs) {
   std::vector<LintFinding> findings = lint_patroni(config, inputs);
+  const auto mode_findings = lint_patroni_mode(config, inputs);
+  findings.insert(findings.end(), mode_findings.begin(), mode_findings.end());
   std::vector<std::string> checked, absent;
   if (!config.patroni_config.empty()) checked.push_back(config.patroni_config);
   for (const auto& f : inputs.env_files) {

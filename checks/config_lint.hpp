@@ -2,7 +2,8 @@
 // against the setup guide's rules, each of which once broke a cluster silently.
 //   passing  - no finding in the files checked (the message names them), or nothing to
 //              check on this node.
-//   warning  - works today but is wrong or fragile: lines systemd ignores (YAML such as
+//   warning  - works today but is wrong or fragile: patroni.yml readable by everyone (it
+//              holds Patroni's REST and PostgreSQL passwords), lines systemd ignores (YAML such as
 //              `enable-v2: true`, `export`), the two env files disagree, advertised URLs
 //              that do not carry this node's address.
 //   critical - the cluster is or will be broken: Patroni's `host:` with several addresses,
@@ -57,6 +58,7 @@ struct ConfigLintInputs {
   int patroni_hosts_line = 0;            // line of etcd(3).host(s) in patroni.yml; 0 unknown
   std::vector<LintFinding> tls;          // lint_tls_files() of config.tls_files
   std::vector<std::string> tls_checked;  // the certificate files read
+  int patroni_config_mode = -1;  // patroni.yml's permission bits; -1 when not known
 };
 
 // Days before a certificate's end that it is reported (warning); config_lint's
@@ -81,6 +83,8 @@ std::vector<LintFinding> lint_tls_files(const std::vector<TlsFileSet>& sets, std
 std::vector<LintFinding> lint_patroni(const Config& config, const ConfigLintInputs& inputs);
 std::vector<LintFinding> lint_etcd_env_file(const Config& config, const EnvFileRead& file);
 std::vector<LintFinding> lint_env_files_agree(const std::vector<EnvFileRead>& files);
+// patroni.yml readable by everyone: a warning (it is Patroni's file, fener still reads it).
+std::vector<LintFinding> lint_patroni_mode(const Config& config, const ConfigLintInputs& inputs);
 
 // Pure: every rule, then the verdict.
 CheckResult evaluate_config_lint(const Config& config, const ConfigLintInputs& inputs);

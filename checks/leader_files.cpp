@@ -85,7 +85,9 @@ class LeaderFilesCheck final : public Check {
       co_return CheckResult::make(Status::unknown, why,
                                   {{"leader", leader->name}, {"source", source}});
 
-    auto job = [node = p_.node_name, roots = p_.roots] { return list_peer_roots(node, roots); };
+    auto job = [node = p_.node_name, roots = p_.roots, max = p_.max_size] {
+      return list_peer_roots(node, roots, max);
+    };
     PeerListing ours = co_await offload(ctx.worker, std::move(job));
     try {
       co_return judge_leader_files(compare_peer_files(*theirs, ours, p_.roots), leader->name,
@@ -273,6 +275,7 @@ std::unique_ptr<Check> make_leader_files_check(YamlMap& params, const Config& co
   p.roots = read_peer_roots_param(params, config);
   p.port = read_peer_port_param(params, config);
   p.token = config.api.token;
+  p.max_size = config.api.max_file_size;
   return std::make_unique<LeaderFilesCheck>(std::move(p), config.patroni_tls);
 }
 

@@ -32,6 +32,7 @@ struct LeaderFilesParams {
   std::vector<PeerFileRoot> roots;  // the roots to compare, from config.peer_files
   int port = kDefaultApiPort;       // the leader's fener API port
   std::string token;
+  std::size_t max_size = kPeerFileMaxSize;  // api.max_file_size: larger local files are not listed
 };
 
 struct ClusterLeader {

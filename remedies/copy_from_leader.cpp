@@ -322,6 +322,7 @@ std::unique_ptr<Remedy> make_copy_from_leader_remedy(YamlMap& params, const Conf
   if (p.owner.empty()) params.fail("owner", "expected a user name");
   p.timeout = params.duration("timeout").value_or(p.timeout);
   p.token = config.api.token;
+  p.max_size = config.api.max_file_size;
   p.node_name = config.node_name;
   return std::make_unique<CopyFromLeaderRemedy>(std::move(p));
 }

@@ -350,6 +350,53 @@ namespace {
 
 using Hook = AlertDispatcher::Hook;
 
+// What a receiver (or a proxy in front of it) answers may echo the request: its URL, with
+// credentials in the user info, path or query, and its headers. Such text goes to the log
+// and to GET /status, so every secret of the webhook in it is replaced first.
+std::string scrub_webhook_secrets(std::string text, const WebhookConfig& w) {
+  std::vector<std::string> secrets;
+  auto add = [&](std::string s, std::size_t min_size) {
+    if (s.size() >= min_size) secrets.push_back(std::move(s));
+  };
+  add(w.url, 1);
+  add(w.secret, 1);
+  for (const auto& [name, value] : w.headers) {
+    add(value, 1);
+    const auto space = value.rfind(' ');  // "Bearer X": X alone too
+    if (space != std::string::npos) add(value.substr(space + 1), 6);
+  }
+  if (const auto scheme = w.url.find("://"); scheme != std::string::npos) {
+    const auto start = scheme + 3;
+    const auto end = w.url.find_first_of("/?#", start);
+    const std::string authority = w.url.substr(start, end == std::string::npos ? end : end - start);
+    if (const auto at = authority.rfind('@'); at != std::string::npos) {
+      const std::string userinfo = authority.substr(0, at);
+      add(userinfo, 1);
+      if (const auto colon = userinfo.find(':'); colon != std::string::npos)
+        add(userinfo.substr(colon + 1), 1);
+    }
+    if (end != std::string::npos) {
+      const std::string rest = w.url.substr(end);  // path, query: Slack's secret path
+      add(rest, 6);
+      std::size_t i = 0;
+      while (i < rest.size()) {
+        const auto j = rest.find_first_of("/?&=#", i);
+        add(rest.substr(i, j == std::string::npos ? j : j - i), 6);
+        if (j == std::string::npos) break;
+        i = j + 1;
+      }
+    }
+  }
+  // Longest first, so that a secret inside another is not left half-replaced.
+  std::sort(secrets.begin(), secrets.end(),
+            [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
+  for (const auto& secret : secrets) {
+    for (auto pos = text.find(secret); pos != std::string::npos; pos = text.find(secret, pos + 10))
+      text.replace(pos, secret.size(), "(redacted)");
+  }
+  return text;
+}
+
 void enqueue(Hook& h, std::size_t limit, Pending p) {
   if (h.queue.size() >= limit) {
     h.queue.pop_front();
@@ -459,7 +506,8 @@ asio::awaitable<void> deliver(std::shared_ptr<AlertDispatcher::Shared> s, Hook& 
         req.timeout = std::clamp(left, Duration{1}, req.timeout);
       }
       const HttpResult r = co_await s->http.fetch(std::move(req));
-      const Verdict v = judge(r, h.cfg.format);
+      Verdict v = judge(r, h.cfg.format);
+      v.why = scrub_webhook_secrets(std::move(v.why), h.cfg);
       if (v.outcome == Outcome::delivered) {
         ++h.stats.deliveries;
         h.stats.events_sent += n;

@@ -461,7 +461,7 @@ class Daemon {
     o.node_name = cfg_->node_name;
     o.token = cfg_->api.token;
     api_ = std::make_unique<ApiServer>(io_, o);
-    add_peer_file_routes(*api_, *cfg_, worker_);
+    add_peer_file_routes(*api_, *cfg_, worker_, cfg_->api.max_file_size);
     add_status_routes(*api_, [this] { return snapshot(); });
     api_->add_route("GET", "/v1/rules", false, false,
                     [this](const ApiRequest&) -> asio::awaitable<ApiResponse> {

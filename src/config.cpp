@@ -334,16 +334,27 @@ void add_tls_file_set(Config& cfg, const TlsSettings& t, const std::string& what
   cfg.tls_files.push_back(std::move(set));
 }
 
+std::string octal_mode(mode_t mode) {
+  char text[8];
+  snprintf(text, sizeof text, "%04o", static_cast<unsigned>(mode & 07777));
+  return text;
+}
+
+// What to say about a file holding a secret that everyone may read (as ssh and libpq
+// refuse such key and password files); nullopt when others cannot read it. Group read is
+// fine: a group such as fener's own may need it.
+std::optional<std::string> world_readable_problem(const std::string& path, const struct stat& st,
+                                                  const std::string& holding) {
+  if (!(st.st_mode & S_IROTH)) return std::nullopt;
+  return path + " holds " + holding + " and is readable by everyone (mode " +
+         octal_mode(st.st_mode) + "): chmod 600 " + path + " (or 640 with a group)";
+}
+
 // The first line of a file holding a secret, which nobody but its owners may read.
 std::string read_secret_line(YamlMap& m, const std::string& key, const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) m.fail(key, "cannot read " + path + ": " + strerror(errno));
-  if (st.st_mode & S_IROTH) {
-    char mode[8];
-    snprintf(mode, sizeof mode, "%03o", st.st_mode & 0777);
-    m.fail(key, path + " is readable by everyone (mode " + mode +
-                    "); a shared secret must not be: chmod 600 " + path);
-  }
+  if (auto problem = world_readable_problem(path, st, "a shared secret")) m.fail(key, *problem);
   std::ifstream in(path);
   if (!in) m.fail(key, "cannot read " + path + ": " + strerror(errno));
   std::string secret;
@@ -489,6 +500,8 @@ void read_api(YamlMap& api, Config& cfg) {
     cfg.api.token = read_token_file(api, *v);
     cfg.api.token_source = *v;
   }
+  if (auto v = api.integer("max_file_size", 1024, std::int64_t{1} << 30))
+    cfg.api.max_file_size = static_cast<std::size_t>(*v);
   api.finish();
 }
 
@@ -638,6 +651,55 @@ std::string redact_url(const std::string& url) {
   return url.substr(0, start) + authority + (end < url.size() ? "/..." : "");
 }
 
+namespace {
+
+// A URL as an error message may show it: without user info, path or query, which may
+// carry credentials (redact_url); a value with an '@' but no scheme is not shown at all.
+std::string shown_url(const std::string& v) {
+  if (v.find("://") != std::string::npos) return redact_url(v);
+  if (v.find('@') != std::string::npos) return "(not shown: it may hold credentials)";
+  return v;
+}
+
+// The keys of fener's own file that hold a secret inline: the token, Patroni's password,
+// extra webhook headers (Authorization...), and webhook URLs that carry credentials (user
+// info, a query, or Slack's secret path).
+std::vector<std::string> inline_secret_keys(const YAML::Node& root) {
+  std::vector<std::string> out;
+  if (!root.IsMap()) return out;
+  // A missing key of a const node is an invalid node: every use but a test throws.
+  auto get = [](const YAML::Node& n, const char* key) {
+    if (!n.IsMap()) return YAML::Node();
+    const YAML::Node c = n[key];
+    return c ? c : YAML::Node();
+  };
+  auto has_scalar = [&](const YAML::Node& n, const char* key) {
+    const YAML::Node c = get(n, key);
+    return c.IsScalar() && !c.Scalar().empty();
+  };
+  if (has_scalar(get(root, "api"), "token")) out.push_back("api.token");
+  if (has_scalar(get(root, "patroni"), "password")) out.push_back("patroni.password");
+  const YAML::Node hooks = get(get(root, "alerts"), "webhooks");
+  if (hooks.IsSequence()) {
+    for (std::size_t i = 0; i < hooks.size(); ++i) {
+      const YAML::Node h = hooks[i];
+      if (!h.IsMap()) continue;
+      const std::string at = "alerts.webhooks[" + std::to_string(i) + "]";
+      if (const YAML::Node headers = get(h, "headers"); headers.IsMap() && headers.size() > 0)
+        out.push_back(at + ".headers");
+      if (has_scalar(h, "url")) {
+        const std::string url = get(h, "url").Scalar();
+        const bool slack = has_scalar(h, "format") && get(h, "format").Scalar() == "slack";
+        if (slack || url.find('?') != std::string::npos || url.find('@') != std::string::npos)
+          out.push_back(at + ".url");
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 int port_of(const std::string& s, int fallback) {
   if (s.find("://") != std::string::npos) {
     auto p = parse_url(s);
@@ -656,7 +718,17 @@ Config load_config(const LoadOptions& opts) {
   } else if (file_exists(kDefaultConfigFile)) {
     cfg.config_file = kDefaultConfigFile;
   }
-  if (!cfg.config_file.empty()) root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
+  if (!cfg.config_file.empty()) {
+    root.emplace(load_yaml_file(cfg.config_file), cfg.config_file, "");
+    const auto secrets = inline_secret_keys(root->node());
+    struct stat st {};
+    if (!secrets.empty() && ::stat(cfg.config_file.c_str(), &st) == 0) {
+      std::string keys;
+      for (const auto& k : secrets) keys += (keys.empty() ? "" : ", ") + k;
+      if (auto problem = world_readable_problem(cfg.config_file, st, "secrets (" + keys + ")"))
+        throw ConfigError(cfg.config_file, 0, 0, "", *problem);
+    }
+  }
 
   std::optional<YamlMap> node, cluster, patroni, etcd, pg, defaults, checks, log, api, audit, lock,
       rules, agent, haproxy, fleet, alerts;
@@ -772,7 +844,7 @@ Config load_config(const LoadOptions& opts) {
     patroni->str("config");  // read above
     if (auto v = patroni->str("url")) {
       if (v->rfind("http://", 0) != 0 && v->rfind("https://", 0) != 0)
-        patroni->fail("url", "expected an http:// or https:// URL, got \"" + *v + "\"");
+        patroni->fail("url", "expected an http:// or https:// URL, got \"" + shown_url(*v) + "\"");
       cfg.patroni_url = *v;
     }
     if (auto v = patroni->str("username")) cfg.patroni_username = *v;
@@ -785,7 +857,8 @@ Config load_config(const LoadOptions& opts) {
     if (auto v = etcd->str_list("endpoints", true)) {
       for (const auto& u : *v) {
         if (!parse_url(u))
-          etcd->fail("endpoints", "expected URLs such as http://10.0.0.1:2379, got \"" + u + "\"");
+          etcd->fail("endpoints",
+                     "expected URLs such as http://10.0.0.1:2379, got \"" + shown_url(u) + "\"");
       }
       cfg.etcd_endpoints = *v;
     }

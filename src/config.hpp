@@ -45,6 +45,9 @@ struct ApiConfig {
   std::string listen;        // host:port; "" when switched off
   std::string token;         // shared secret for peer endpoints; "" disables them
   std::string token_source;  // where the token came from, for messages (never the token)
+  // The largest peer file served or fetched (api.max_file_size): bigger ones are refused
+  // with 413 before a byte is read, and never copied.
+  std::size_t max_file_size = std::size_t{64} << 20;  // 64 MiB
 };
 
 // The HAProxy agent-check listener (see src/agent_policy.hpp for the answers).

@@ -46,6 +46,38 @@ bool contains_icase(std::string_view s, std::string_view needle) {
   return it != s.end();
 }
 
+// Strict UTF-8: no overlong forms (C0 AE for '.'), no surrogates, nothing past U+10FFFF.
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0, min = 0;
+    if ((c & 0xe0) == 0xc0) {
+      len = 2, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+      len = 3, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+      len = 4, cp = c & 0x07, min = 0x10000;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += len;
+  }
+  return true;
+}
+
 bool matches_pattern(const PeerFileRoot& root, const std::string& name) {
   return std::any_of(root.patterns.begin(), root.patterns.end(), [&](const std::string& p) {
     return ::fnmatch(p.c_str(), name.c_str(), 0) == 0;
@@ -70,6 +102,9 @@ PeerFileRead read_at(int dirfd, const std::string& name, std::size_t max_size) {
     const int e = errno;
     if (e == ELOOP) return refuse(PeerFileRefusal::symlink, name + " is a symlink: refused");
     if (e == ENOENT) return refuse(PeerFileRefusal::not_found, name + " not found");
+    // A socket (ENXIO), or a device without its driver: not a file either way.
+    if (e == ENXIO || e == ENODEV)
+      return refuse(PeerFileRefusal::not_regular, name + " is not a regular file: refused");
     return refuse(PeerFileRefusal::unreadable, "cannot open " + name + ": " + errno_text(e));
   }
   struct stat st {};
@@ -77,6 +112,11 @@ PeerFileRead read_at(int dirfd, const std::string& name, std::size_t max_size) {
     return refuse(PeerFileRefusal::unreadable, "cannot stat " + name + ": " + errno_text(errno));
   if (!S_ISREG(st.st_mode))
     return refuse(PeerFileRefusal::not_regular, name + " is not a regular file: refused");
+  // A second link may sit anywhere on this file system: the name in the allow-listed
+  // directory would then serve (and a later write would change) a file that is not ours.
+  if (st.st_nlink != 1)
+    return refuse(PeerFileRefusal::hard_link,
+                  name + " has " + std::to_string(st.st_nlink) + " hard links: refused");
   const auto too_large = [&] {
     return refuse(PeerFileRefusal::too_large,
                   name + " is too large (over " + std::to_string(max_size) + " bytes): refused");
@@ -149,12 +189,16 @@ std::optional<std::string> invalid_name_reason(std::string_view name) {
   if (name == ".") return "\".\" is not a file name";
   if (name.find('/') != std::string_view::npos) return "path separator in file name refused";
   if (contains_icase(name, "%2f")) return "encoded separator (%2F) in file name refused";
+  if (name.find('\\') != std::string_view::npos) return "backslash in file name refused";
+  // A '%' left after the one decoding is a second layer of encoding (%252e): never a name.
+  if (name.find('%') != std::string_view::npos) return "percent sign (double encoding) refused";
   if (std::any_of(name.begin(), name.end(), [](char c) {
         const auto u = static_cast<unsigned char>(c);
         return u < 0x20 || u == 0x7f;
       }))
     return "control character in file name refused";
   if (name.size() > 255) return "file name longer than 255 bytes";
+  if (!valid_utf8(name)) return "file name is not valid UTF-8 (overlong or broken sequence)";
   return std::nullopt;
 }
 
@@ -201,8 +245,10 @@ int http_status(PeerFileRefusal r) {
     case PeerFileRefusal::not_allow_listed:
     case PeerFileRefusal::symlink:
     case PeerFileRefusal::not_regular:
-    case PeerFileRefusal::too_large:
+    case PeerFileRefusal::hard_link:
       return 403;
+    case PeerFileRefusal::too_large:
+      return 413;
     case PeerFileRefusal::unknown_root:
     case PeerFileRefusal::not_found:
       return 404;
@@ -219,6 +265,10 @@ PeerFileRead read_peer_file(const PeerFileRoot& root, std::string_view name, std
   Fd dir(::open(root.dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (dir.fd < 0) {
     const int e = errno;
+    struct stat st {};
+    if (e == ELOOP || (e == ENOTDIR && ::lstat(root.dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode)))
+      return refuse(PeerFileRefusal::symlink,
+                    "root " + root.name + " (" + root.dir + ") is a symlink: refused");
     return refuse(e == ENOENT ? PeerFileRefusal::not_found : PeerFileRefusal::unreadable,
                   "cannot open root " + root.name + " (" + root.dir + "): " + errno_text(e));
   }

@@ -3,7 +3,8 @@
 // PostgreSQL's .swp leftovers from the leader; nothing else may leave the node, so a name
 // must be a plain file name (no separator, no "..", no control character), match one of
 // its root's patterns and name a regular file: symlinks are never followed nor listed, and
-// a symlink swapped in after listing fails the open (O_NOFOLLOW) instead of leaking.
+// a symlink swapped in after listing fails the open (O_NOFOLLOW) instead of leaking; the
+// opened descriptor alone is judged (fstat): a regular file with one link, within the cap.
 // File work here blocks: run it through offload(worker, ...).
 #pragma once
 
@@ -23,7 +24,7 @@ namespace fener {
 class ApiServer;
 class Worker;
 
-inline constexpr std::size_t kPeerFileMaxSize = std::size_t{16} << 20;  // 16 MiB
+inline constexpr std::size_t kPeerFileMaxSize = std::size_t{64} << 20;  // 64 MiB
 
 struct PeerFile {
   std::string name;
@@ -58,13 +59,14 @@ std::optional<unsigned> parse_mode_string(std::string_view text);
 // Why a file was not served.
 enum class PeerFileRefusal {
   none,
-  bad_name,          // traversal, absolute path, separator, control character (400)
+  bad_name,          // traversal, absolute path, separator, control character, not UTF-8 (400)
   not_allow_listed,  // no pattern of the root matches (403)
   unknown_root,      // (404)
   not_found,         // (404)
   symlink,           // O_NOFOLLOW said ELOOP (403)
   not_regular,       // a directory, FIFO, device... (403)
-  too_large,         // over the size cap (403)
+  hard_link,         // a regular file with more than one link: it may be anything (403)
+  too_large,         // over the size cap (413)
   unreadable,        // permission, I/O error (500)
 };
 int http_status(PeerFileRefusal r);
@@ -79,7 +81,8 @@ struct PeerFileRead {
 };
 
 // Blocking. Opens the root with O_DIRECTORY|O_NOFOLLOW, the file with openat and
-// O_NOFOLLOW|O_NONBLOCK, requires a regular file no larger than max_size.
+// O_NOFOLLOW|O_NONBLOCK, requires (fstat on that descriptor) a regular file with a single
+// link, no larger than max_size.
 PeerFileRead read_peer_file(const PeerFileRoot& root, std::string_view name,
                             std::size_t max_size = kPeerFileMaxSize);
 

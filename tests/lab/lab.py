@@ -741,7 +741,10 @@ class Lab:
             with open(self.patroni_config(node), "w") as f:
                 f.write(f"# fener lab: Patroni for {node}\n")
                 f.write(to_yaml(self.patroni_settings(node)) + "\n")
-            os.chmod(self.patroni_config(node), 0o644)
+            # It holds the REST and PostgreSQL passwords: Patroni (postgres) reads it
+            # through its group, nobody else may (fener's config_lint warns otherwise).
+            os.chown(self.patroni_config(node), 0, pg.pw_gid)
+            os.chmod(self.patroni_config(node), 0o640)
         if self.with_haproxy:
             with open(self.haproxy_config(), "w") as f:
                 f.write(self.haproxy_cfg_text())

@@ -732,9 +732,9 @@ TEST_CASE("alerts configuration errors name file, line, column and key") {
             "webhook is slack");
   CHECK(f.error_of(head + "      url: https://x/\n      secret_file: " + f.dir.file("open") +
                    "\n") == p + ":7:20: alerts.webhooks[0].secret_file: " + f.dir.file("open") +
-                                " is readable by everyone (mode 644); a shared secret must not "
-                                "be: chmod 600 " +
-                                f.dir.file("open"));
+                                " holds a shared secret and is readable by everyone (mode 0644): "
+                                "chmod 600 " +
+                                f.dir.file("open") + " (or 640 with a group)");
   const std::string short_error =
       f.error_of(head + "      url: https://x/\n      secret_file: " + f.dir.file("short") + "\n");
   CHECK(short_error == p + ":7:20: alerts.webhooks[0].secret_file: " + f.dir.file("short") +

@@ -12,6 +12,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "src/http_client.hpp"
+#include "src/sha256.hpp"
 #include "tests/unit/api_support.hpp"
 
 using namespace fener;
@@ -333,4 +334,105 @@ TEST_CASE("start refuses a malformed listen address") {
   opts.listen = "not-an-address";
   ApiServer server(io, opts);
   CHECK_THROWS_AS(server.start(), std::invalid_argument);
+}
+
+TEST_CASE("the token comparison: equal, unequal, different lengths") {
+  // Correctness only. That it takes the same time whatever the input is by construction
+  // (both sides hashed to 32 bytes, compared with CRYPTO_memcmp, which has no early exit);
+  // a timing assertion would measure this machine's noise, not the code.
+  CHECK(digests_equal(sha256("abc"), sha256("abc")));
+  CHECK_FALSE(digests_equal(sha256("abc"), sha256("abd")));
+  CHECK_FALSE(digests_equal(sha256("abc"), sha256("abcd")));
+  CHECK_FALSE(digests_equal(sha256(""), sha256("a")));
+  CHECK(bearer_token_matches("Bearer " + kToken, kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer " + kToken + kToken, kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer " + std::string(100000, 'a'), kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer " + kToken.substr(0, kToken.size() - 1) + "X", kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer", kToken));
+  CHECK_FALSE(bearer_token_matches("", kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer " + std::string(kToken.c_str(), 5), kToken));
+  CHECK_FALSE(bearer_token_matches("Bearer " + kToken, ""));  // no token configured: never
+}
+
+TEST_CASE("token routes: every wrong, missing, empty, long or misplaced token is 401") {
+  asio::io_context io;
+  ApiServer server(io, local_options(kToken));
+  add_routes(server);
+  server.start();
+  HttpClient http(io);
+  std::vector<HttpResult> r;
+  RawReply twice;
+  run_co(io, [&]() -> asio::awaitable<void> {
+    std::vector<HttpRequest> reqs = {
+        {.url = url(server, "/secret")},
+        {.url = url(server, "/secret"), .headers = {"Authorization: Bearer "}},
+        {.url = url(server, "/secret"), .headers = {"Authorization:"}},
+        {.url = url(server, "/secret"), .headers = {"Authorization: Bearer " + kToken + "x"}},
+        {.url = url(server, "/secret"), .headers = {"Authorization: " + kToken}},
+        {.url = url(server, "/secret"), .headers = {"Authorization: Basic " + kToken}},
+        {.url = url(server, "/secret"),
+         .headers = {"Authorization: Bearer " + std::string(6000, 'k')}},
+        {.url = url(server, "/secret?token=" + kToken)},
+        {.url = url(server, "/secret?access_token=" + kToken)},
+        {.url = url(server, "/secret"), .headers = {"X-Fener-Token: " + kToken}},
+        {.url = url(server, "/secret"), .headers = {"Cookie: token=" + kToken}},
+        {.url = url(server, "/secret"), .headers = {"authorization: bearer " + kToken}},
+    };
+    r = co_await fetch_all(http, std::move(reqs));
+    // Two Authorization headers: the first one is judged.
+    std::string two =
+        "GET /secret HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+        "Authorization: Bearer " +
+        kToken + "\r\nConnection: close\r\n\r\n";
+    twice = co_await raw_exchange(server.port(), std::move(two), 2s);
+  });
+  REQUIRE(r.size() == 12);
+  for (std::size_t i = 0; i + 1 < r.size(); ++i) {
+    INFO("request ", i);
+    CHECK(r[i].status == 401);
+    CHECK(r[i].header("www-authenticate") == "Bearer");
+    CHECK(r[i].body.find(kToken) == std::string::npos);  // never echoed
+  }
+  CHECK(r[11].status == 200);  // the control: header name and scheme in any case
+  CHECK(twice.bytes.rfind("HTTP/1.1 401", 0) == 0);
+}
+
+TEST_CASE("request line and headers are bounded: 4xx or closed, the server goes on") {
+  asio::io_context io;
+  ApiServer server(io, local_options());
+  add_routes(server);
+  server.start();
+  RawReply long_path, many, huge, garbage, after;
+  run_co(
+      io,
+      [&]() -> asio::awaitable<void> {
+        const auto port = server.port();
+        std::string a = "GET /hello/" + std::string(20000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n";
+        long_path = co_await raw_exchange(port, std::move(a), 3s);
+        std::string b = "GET /hello HTTP/1.1\r\nHost: x\r\n";
+        for (int i = 0; i < 2000; ++i) b += "X-H" + std::to_string(i) + ": v\r\n";
+        b += "\r\n";
+        many = co_await raw_exchange(port, std::move(b), 3s);
+        std::string c =
+            "GET /hello HTTP/1.1\r\nHost: x\r\nX-Huge: " + std::string(1 << 20, 'h') + "\r\n\r\n";
+        huge = co_await raw_exchange(port, std::move(c), 3s);
+        std::string d = std::string(5000, '\x01') + "\r\n\r\n";
+        garbage = co_await raw_exchange(port, std::move(d), 3s);
+        std::string e = "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        after = co_await raw_exchange(port, std::move(e), 3s);
+      },
+      30s);
+  auto refused = [](const RawReply& x) {
+    return x.bytes.rfind("HTTP/1.1 4", 0) == 0 || (x.bytes.empty() && x.closed);
+  };
+  CHECK(refused(long_path));
+  CHECK(long_path.bytes.rfind("HTTP/1.1 431", 0) == 0);
+  CHECK(refused(many));
+  CHECK(many.bytes.rfind("HTTP/1.1 431", 0) == 0);
+  CHECK(refused(huge));
+  CHECK(refused(garbage));
+  MESSAGE("long path ", long_path.elapsed.count(), " ms, 2000 headers ", many.elapsed.count(),
+          " ms, 1 MiB header ", huge.elapsed.count(), " ms, garbage ", garbage.elapsed.count(),
+          " ms");
+  CHECK(after.bytes.rfind("HTTP/1.1 200", 0) == 0);  // still serving
 }

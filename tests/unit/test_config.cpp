@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "checks/registry.hpp"
 #include "src/config.hpp"
@@ -395,4 +398,60 @@ TEST_CASE("haproxy settings: errors name file, line, key and what is expected") 
   CHECK(
       with("haproxy:\n  socket: /run/a.sock\nchecks:\n  haproxy:\n    primary_backends: [pg]\n") ==
       "(no error)");
+}
+
+TEST_CASE("files holding secrets must not be readable by everyone; group-readable is fine") {
+  TempDir d;
+  const std::string patroni = d.write("patroni.yml", "scope: liman\nname: kaptan1\n");
+  auto mode = [](const std::string& file, unsigned m) {
+    fs::permissions(file, static_cast<fs::perms>(m));
+  };
+  LoadOptions o;
+  o.patroni_config = patroni;
+  o.config_file = (d.path / "fener.yaml").string();
+
+  // The token file.
+  const std::string token = d.write("token", "0123456789abcdef-token\n");
+  mode(token, 0644);
+  d.write("fener.yaml", "etcd:\n  env_files: []\napi:\n  token_file: " + token + "\n");
+  const std::string err = error_of(o);
+  CHECK(err.find(token +
+                 " holds a shared secret and is readable by everyone (mode 0644): "
+                 "chmod 600 " +
+                 token + " (or 640 with a group)") != std::string::npos);
+  CHECK(err.find("api.token_file") != std::string::npos);
+  CHECK(err.find("0123456789abcdef-token") == std::string::npos);
+  mode(token, 0640);
+  CHECK(error_of(o) == "(no error)");
+  CHECK(load_config(o).api.token == "0123456789abcdef-token");
+
+  // fener's own file, when it holds a secret inline.
+  const std::string file = *o.config_file;
+  const std::vector<std::pair<std::string, std::string>> inline_secrets = {
+      {"api:\n  token: 0123456789abcdef-inline\n", "api.token"},
+      {"patroni:\n  password: pw-inline-1234\n", "patroni.password"},
+      {"alerts:\n  webhooks:\n    - name: a\n      url: https://x/\n      headers: "
+       "{Authorization: Bearer abc}\n",
+       "alerts.webhooks[0].headers"},
+      {"alerts:\n  webhooks:\n    - name: a\n      url: https://u:pw@x/\n",
+       "alerts.webhooks[0].url"},
+      {"alerts:\n  webhooks:\n    - name: a\n      url: https://hooks.slack.com/services/T/B/c\n"
+       "      format: slack\n",
+       "alerts.webhooks[0].url"},
+  };
+  for (const auto& [text, key] : inline_secrets) {
+    INFO(key);
+    d.write("fener.yaml", "etcd:\n  env_files: []\n" + text);
+    mode(file, 0644);
+    const std::string e = error_of(o);
+    CHECK(e.find(file + ": " + file + " holds secrets (" + key +
+                 ") and is readable by everyone (mode 0644): chmod 600 " + file +
+                 " (or 640 with a group)") == 0);
+    mode(file, 0640);
+    CHECK(error_of(o) == "(no error)");
+  }
+  // Without an inline secret the file may be world-readable.
+  d.write("fener.yaml", "etcd:\n  env_files: []\napi:\n  token_file: " + token + "\n");
+  mode(file, 0644);
+  CHECK(error_of(o) == "(no error)");
 }

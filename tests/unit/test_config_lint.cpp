@@ -1,7 +1,11 @@
 #include "checks/config_lint.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <optional>
+#include <string>
 
 #include <doctest/doctest.h>
 #include <boost/asio/co_spawn.hpp>
@@ -151,6 +155,7 @@ TEST_CASE("config_lint: patroni.yml host: with several addresses") {
   c.patroni_etcd_uses_host_key = true;
   ConfigLintInputs in = read_config_lint_inputs(c);
   CHECK(in.patroni_hosts_line == 9);
+  in.patroni_config_mode = -1;  // the checkout's mode of the test file is not the point here
   CheckResult r = evaluate_config_lint(c, in);
   CHECK(r.status == Status::critical);
   CHECK(r.message == c.patroni_config +
@@ -490,6 +495,40 @@ TEST_CASE("config_lint: run() reads the files through the worker") {
   CHECK(out->status == Status::critical);
   // The line number comes from reading patroni.yml on the worker.
   CHECK(out->message.find(c.patroni_config + ":9: etcd.host lists 3 addresses") == 0);
-  CHECK(out->message.find("(+4 more)") != std::string::npos);  // YAML, v2, two advertise URLs
-  CHECK(out->evidence["findings"].size() == 5);
+  // YAML, v2, two advertise URLs; and the file's mode when the checkout made it 0644.
+  struct stat st {};
+  REQUIRE(::stat(c.patroni_config.c_str(), &st) == 0);
+  const std::size_t more = (st.st_mode & S_IROTH) ? 5 : 4;
+  CHECK(out->message.find("(+" + std::to_string(more) + " more)") != std::string::npos);
+  CHECK(out->evidence["findings"].size() == more + 1);
+}
+
+TEST_CASE("config_lint: patroni.yml readable by everyone is a warning, group-readable is not") {
+  Config c = kaptan1();
+  c.etcd_env_files = {"/etc/default/etcd"};
+  ConfigLintInputs in;
+  in.env_files = {env("/etc/default/etcd", kGoodKaptan1)};
+  in.patroni_config_mode = 0644;
+  CheckResult r = evaluate_config_lint(c, in);
+  CHECK(r.status == Status::warning);
+  CHECK(r.message ==
+        "/etc/patroni.yml: readable by everyone (mode 0644) though it holds Patroni's REST API "
+        "and PostgreSQL passwords: chmod 600 /etc/patroni.yml (or 640 with a group fener is in)");
+  for (int m : {0640, 0600, 0400, -1}) {
+    in.patroni_config_mode = m;
+    CHECK(evaluate_config_lint(c, in).status == Status::passing);
+  }
+
+  // Read from the file itself.
+  std::string tmpl = "/tmp/fener-lint-XXXXXX";
+  const int fd = ::mkstemp(tmpl.data());
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  ::chmod(tmpl.c_str(), 0604);
+  c.patroni_config = tmpl;
+  c.etcd_env_files.clear();
+  CHECK(read_config_lint_inputs(c).patroni_config_mode == 0604);
+  ::chmod(tmpl.c_str(), 0640);
+  CHECK(read_config_lint_inputs(c).patroni_config_mode == 0640);
+  ::unlink(tmpl.c_str());
 }

@@ -322,3 +322,51 @@ TEST_CASE("copy_from_leader parameters") {
     p.finish();
   }
 }
+
+TEST_CASE("the client enforces api.max_file_size and the listed size and SHA-256") {
+  // A lying leader: lists .big.swp over the cap (never requested), .small.swp as 5 bytes
+  // but sends 4 KiB (over the cap: curl stops reading), .short.swp as "alpha" but sends
+  // "alpho" (same size, other SHA-256).
+  Lab lab;
+  lab.replica.api.max_file_size = 1024;
+  std::vector<std::string> requested;
+  lab.server.add_route(
+      "GET", "/v1/peer/files", false, true, [](const ApiRequest&) -> asio::awaitable<ApiResponse> {
+        json files = json::array();
+        files.push_back({{"name", ".big.swp"},
+                         {"size", 2048},
+                         {"mode", "0600"},
+                         {"sha256", sha256_hex(std::string(2048, 'b'))}});
+        for (const std::string name : {".small.swp", ".short.swp"})
+          files.push_back(
+              {{"name", name}, {"size", 5}, {"mode", "0600"}, {"sha256", sha256_hex("alpha")}});
+        json body = {{"node", "kaptan1"}, {"roots", {{{"name", "data_dir"}, {"files", files}}}}};
+        co_return ApiResponse::json_body(200, body);
+      });
+  lab.server.add_route("GET", "/v1/peer/files/", true, true,
+                       [&requested](const ApiRequest& req) -> asio::awaitable<ApiResponse> {
+                         requested.push_back(req.path);
+                         ApiResponse r;
+                         r.content_type = "application/octet-stream";
+                         const bool small = req.path.find(".small.swp") != std::string::npos;
+                         r.body = small ? std::string(4096, 'x') : "alpho";
+                         r.headers.emplace_back("X-Fener-Mode", "0600");
+                         r.headers.emplace_back("X-Fener-Sha256", sha256_hex("alpha"));
+                         co_return r;
+                       });
+  lab.server.start();
+  auto out = lab.run();
+  CHECK_FALSE(out.ok);
+  REQUIRE(out.details["refused"].size() == 3);
+  auto reason_of = [&](const std::string& name) {
+    for (const auto& r : out.details["refused"])
+      if (r["name"] == name) return r["reason"].get<std::string>();
+    return std::string("(not refused)");
+  };
+  CHECK(reason_of(".big.swp").find("too large (2048 bytes)") != std::string::npos);
+  CHECK(reason_of(".small.swp").find("larger than 1024") != std::string::npos);
+  CHECK(reason_of(".short.swp").find("SHA-256 mismatch") != std::string::npos);
+  CHECK(std::none_of(requested.begin(), requested.end(),
+                     [](const std::string& p) { return p.find(".big.swp") != std::string::npos; }));
+  CHECK(names_in(lab.replica_dir.path).empty());
+}
