@@ -71,9 +71,13 @@ std::optional<Duration> parse_retry_after(std::string_view value, WallTime now) 
   const std::string text(value);
   const char* end = strptime(text.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
   if (!end || *end != '\0') return std::nullopt;
-  const auto at = WallClock::from_time_t(timegm(&tm));
-  if (at <= now) return Duration{0};
-  return std::chrono::duration_cast<Duration>(at - now);
+  // In seconds: a far-off year does not fit the clock's nanoseconds (from_time_t would
+  // overflow), and a wait that long is as absurd as a huge delay-seconds.
+  const std::time_t at = timegm(&tm);
+  const std::time_t from = WallClock::to_time_t(now);
+  if (at <= from) return Duration{0};
+  if (at - from > 365 * 24 * 3600) return std::chrono::hours(24 * 365);
+  return std::chrono::seconds(at - from);
 }
 
 Verdict judge(const HttpResult& r, WebhookFormat format) {

@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include "src/agent_server.hpp"
+#include "src/alerts.hpp"
 #include "src/api_server.hpp"
 #include "src/cluster_facts.hpp"
 #include "src/fleet.hpp"
@@ -164,4 +165,14 @@ TEST_CASE("leader key answers and Patroni's tree with fields of the wrong type")
                               f));
   CHECK(f.leader_name == "kaptan1");
   CHECK(f.paused == false);
+}
+
+// Found by fuzz_webhook: a Retry-After date far in the future overflowed the clock's
+// nanoseconds in from_time_t (UBSan: signed integer overflow).
+TEST_CASE("Retry-After dates far off are capped, not overflowed") {
+  using namespace std::chrono;
+  const auto now = system_clock::time_point(seconds(1'795'000'000));  // 2026-11-18T11:06:40Z
+  CHECK(alerting::parse_retry_after("Sun, 06 Nov 3988 08:49:37 GMT", now) == hours(24 * 365));
+  CHECK(alerting::parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now) == Duration{0});
+  CHECK(alerting::parse_retry_after("Wed, 18 Nov 2026 12:00:00 GMT", now) == seconds(3200));
 }
