@@ -455,12 +455,20 @@ TEST_CASE("config_lint: nothing to check") {
   CHECK(r.evidence["absent"][0] == "/etc/default/etcd");
 }
 
-TEST_CASE("config_lint: the factory takes no parameters and does no I/O") {
+TEST_CASE("config_lint: the factory takes cert_warning_days only and does no I/O") {
   YamlMap m(YAML::Load("interval: 30s"), "f", "checks.config_lint");
   Config c = kaptan1();
   c.etcd_env_files = {"/nonexistent/file"};
   c.etcd_env_files_explicit = true;
+  TlsFileSet missing;
+  missing.what = "etcd client certificate";
+  missing.cert_file = "/nonexistent/cert.pem";
+  c.tls_files = {missing};
   CHECK(make_config_lint_check(m, c) != nullptr);
+  YamlMap days(YAML::Load("cert_warning_days: 30"), "f", "checks.config_lint");
+  CHECK(make_config_lint_check(days, c) != nullptr);
+  YamlMap bad(YAML::Load("cert_warning_days: -1"), "f", "checks.config_lint");
+  CHECK_THROWS_AS(make_config_lint_check(bad, c), ConfigError);
 }
 
 TEST_CASE("config_lint: run() reads the files through the worker") {
