@@ -20,9 +20,11 @@ FENER_FIGURES=FILE appends the measured figures as JSON lines.
 
 import json
 import os
+import pwd
 import re
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ import threading
 import time
 import unittest
 import urllib.request
+from datetime import datetime
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -201,7 +204,7 @@ def setUpModule():
     AGENT_PORT = hostile.closed_port(FENER_ADDR)
     data = os.path.join(tmp, "data")
     os.mkdir(data, 0o700)
-    user = __import__("pwd").getpwuid(os.getuid()).pw_name
+    user = pwd.getpwuid(os.getuid()).pw_name
     checks = []
     for ctype, key in TYPES.items():
         for kind in KINDS:
@@ -307,7 +310,6 @@ class HostilePeers(unittest.TestCase):
         self.assertEqual(problems, [])
 
         # Control checks: on schedule all along.
-        from datetime import datetime
         gaps = {}
         for n, stamps in runs.items():
             t = [datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() for s in stamps]
@@ -376,7 +378,6 @@ class HostilePeers(unittest.TestCase):
         fener.alive()
         hwm = fener.proc_status("VmHWM")
         st = status()["agent"]
-        from datetime import datetime
         gaps = {}
         for n, stamps in runs.items():
             t = [datetime.fromisoformat(x.replace("Z", "+00:00")).timestamp() for x in stamps]
@@ -404,7 +405,7 @@ class HostilePeers(unittest.TestCase):
         if not os.path.exists(LOAD):
             self.skipTest("FENER_LOAD (the fener-load client) not built")
         api, agent = hostile.closed_port(FENER_ADDR), hostile.closed_port(FENER_ADDR)
-        user = __import__("pwd").getpwuid(os.getuid()).pw_name
+        user = pwd.getpwuid(os.getuid()).pw_name
         config = f"""node: {{name: kaptan1, address: {FENER_ADDR}}}
 postgresql: {{data_dir: {os.path.join(tmp, "data")}, owner: {user}, listen: "{FENER_ADDR}:5432"}}
 patroni: {{url: {good['good'].url}}}
@@ -446,7 +447,6 @@ checks: {{etcd_members: {{enabled: false}}, listening_sockets: {{enabled: false}
 
 
 def agent_answer(role, port=None):
-    import socket
     try:
         with socket.create_connection((FENER_ADDR, port or AGENT_PORT), timeout=3) as s:
             s.sendall(role.encode() + b"\n")
