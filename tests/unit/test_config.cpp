@@ -209,11 +209,13 @@ TEST_CASE("config errors name file, line, column, key and what was expected") {
             "\"8010\"");
   CHECK(with("agent:\n  during_remedy: pause\n") ==
         f + ":4:18: agent.during_remedy: expected maint or drain, got \"pause\"");
+  CHECK(with("state_dir: var/lib\n") ==
+        f + ":3:12: state_dir: expected an absolute directory path, e.g. /var/lib/fener");
   CHECK(with("node: [a, b]\n") == f + ":3:7: node: expected a mapping of keys, got a list");
   CHECK(with("nodes:\n  name: x\n") ==
         f + ":3:1: nodes: unknown key (did you mean \"node\"?); expected one of: agent, alerts, "
             "api, audit, checks, cluster, defaults, etcd, fleet, haproxy, lock, log, mode, node, "
-            "patroni, peer_files, postgresql, rules, services");
+            "patroni, peer_files, postgresql, rules, services, state_dir");
   CHECK(with("defaults: {interval: 5s\n").find(f + ":4:1: YAML syntax error") == 0);
   CHECK(with("patroni:\n  url: 127.0.0.1:8008\n") ==
         f + ":4:8: patroni.url: expected an http:// or https:// URL, got \"127.0.0.1:8008\"");
