@@ -137,9 +137,10 @@ struct FleetRead {
 };
 // Tries the endpoints in order until one answers the listing; then asks the same one for
 // Patroni's members (a failure there only leaves the list empty).
-// tls: how etcd is reached over https (Config::etcd_tls).
+// tls: how etcd is reached over https (Config::etcd_tls). No default argument: GCC 12
+// destroys a defaulted temporary inside the caller's co_await twice; pass a named local.
 asio::awaitable<FleetRead> read_fleet(HttpClient& http, std::vector<std::string> endpoints,
-                                      std::string scope, Duration timeout, TlsSettings tls = {});
+                                      std::string scope, Duration timeout, TlsSettings tls);
 
 // Writes this node's summary to etcd every interval, and `debounce` after a change
 // (poke); at most one write per debounce however often checks change. Each write goes to

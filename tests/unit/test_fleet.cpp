@@ -378,7 +378,8 @@ TEST_CASE("read_fleet: the listing and Patroni's members from the first etcd tha
   run_co(io, [&]() -> asio::awaitable<void> {
     std::vector<std::string> endpoints = {"http://127.0.0.1:1", good};
     std::string scope = "liman";
-    r = co_await read_fleet(http, std::move(endpoints), std::move(scope), 2s);
+    TlsSettings tls;
+    r = co_await read_fleet(http, std::move(endpoints), std::move(scope), 2s, std::move(tls));
   });
   REQUIRE(r.keys.has_value());
   CHECK(r.error.empty());
@@ -390,7 +391,8 @@ TEST_CASE("read_fleet: the listing and Patroni's members from the first etcd tha
   run_co(io, [&]() -> asio::awaitable<void> {
     std::vector<std::string> endpoints = {"http://127.0.0.1:1"};
     std::string scope = "liman";
-    r = co_await read_fleet(http, std::move(endpoints), std::move(scope), 2s);
+    TlsSettings tls;
+    r = co_await read_fleet(http, std::move(endpoints), std::move(scope), 2s, std::move(tls));
   });
   CHECK_FALSE(r.keys.has_value());
   CHECK(r.error.find("http://127.0.0.1:1: connection refused") == 0);
