@@ -58,7 +58,7 @@ struct ConfigLintInputs {
   int patroni_hosts_line = 0;            // line of etcd(3).host(s) in patroni.yml; 0 unknown
   std::vector<LintFinding> tls;          // lint_tls_files() of config.tls_files
   std::vector<std::string> tls_checked;  // the certificate files read
-  int patroni_config_mode = -1;  // patroni.yml's permission bits; -1 when not known
+  int patroni_config_mode = -1;          // patroni.yml's permission bits; -1 when not known
 };
 
 // Days before a certificate's end that it is reported (warning); config_lint's

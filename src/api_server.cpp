@@ -124,6 +124,8 @@ ApiRequest request_from(http::request<http::string_body>& msg) {
 
 std::variant<ApiRequest, ApiResponse> parse_api_request(std::string_view bytes,
                                                         const ApiServerOptions& opts) {
+  // Beast takes an end of stream before the first byte as a clean close, not an error.
+  if (bytes.empty()) return refusal_for(http::error::partial_message, opts);
   http::request_parser<http::string_body> parser;
   parser.eager(true);
   parser.header_limit(static_cast<std::uint32_t>(opts.max_header_bytes));
