@@ -310,6 +310,7 @@ class TlsPatroniTest(unittest.TestCase):
         with open(yml, "w") as f:
             f.write(to_yaml(settings))
         os.chown(yml, pg.pw_uid, pg.pw_gid)
+        os.chmod(yml, 0o600)  # it holds passwords: world-readable is a config_lint warning
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PATRONI_", "PG", "ETCD")) and not k.lower().endswith("_proxy")}
         log = open(path("patroni.log"), "ab")
