@@ -40,23 +40,28 @@ bool is_wildcard(const std::string& host) {
   return host.empty() || host == "0.0.0.0" || host == "::" || host == "*";
 }
 
-// "a,b:5432" (PostgreSQL listen) -> first concrete host and the port.
+// "a,b:5432" (PostgreSQL listen) -> first concrete host and the port. A port that is not
+// a number leaves the default, in both forms: a stray character in patroni.yml must not
+// throw out of discovery.
 std::pair<std::string, int> split_listen(const std::string& listen, int default_port) {
   std::string hosts = listen;
   int port = default_port;
+  auto port_after = [&](std::size_t colon) {
+    try {
+      return std::stoi(listen.substr(colon + 1));
+    } catch (...) {
+      return default_port;
+    }
+  };
   const auto colon = listen.rfind(':');
   if (colon != std::string::npos && listen.find(']') == std::string::npos &&
       std::count(listen.begin(), listen.end(), ':') == 1) {
     hosts = listen.substr(0, colon);
-    try {
-      port = std::stoi(listen.substr(colon + 1));
-    } catch (...) {
-      port = default_port;
-    }
+    port = port_after(colon);
   } else if (colon != std::string::npos && listen.find(']') != std::string::npos &&
              colon > listen.find(']')) {
     hosts = listen.substr(0, colon);
-    port = std::stoi(listen.substr(colon + 1));
+    port = port_after(colon);
   }
   std::string first;
   std::stringstream ss(hosts);

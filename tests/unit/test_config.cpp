@@ -98,6 +98,17 @@ TEST_CASE("patroni.yml alone describes a database node") {
   CHECK(build_checks(c).size() == names.size());
 }
 
+TEST_CASE("a bracketed listen address with a port that is not a number does not throw") {
+  // Found by fuzz_config: "[...]:x" went to std::stoi unguarded.
+  TempDir d;
+  LoadOptions o;
+  o.patroni_config = d.write("p.yml", "scope: s\nname: n\nrestapi:\n  listen: '[::1]:x'\n");
+  o.config_file = d.write("f.yaml", "etcd:\n  env_files: []\n");
+  Config c;
+  CHECK_NOTHROW(c = load_config(o));
+  CHECK(c.patroni_url == "http://[::1]:8008");
+}
+
 TEST_CASE("the singular etcd host key is kept as written for the lint") {
   TempDir d;
   LoadOptions o;
