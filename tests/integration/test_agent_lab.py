@@ -24,7 +24,7 @@ import unittest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lab.lab import NotYet, http_json  # noqa: E402
+from lab.lab import NotYet, agent_query, http_json  # noqa: E402
 import test_remedies_lab as remedies  # noqa: E402  (its Fener runner, pointed at this lab)
 import urllib.request  # noqa: E402
 
@@ -56,15 +56,7 @@ def figure(name, **values):
 def agent_answer(node, send="primary"):
     """The agent's line on node for an agent-send word, or "" (no line / no listener)."""
     try:
-        with socket.create_connection((lab.address(node), 8010), timeout=2) as s:
-            s.sendall(send.encode() + b"\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.decode(errors="replace").strip()
+        return agent_query(lab.address(node), 8010, send)
     except OSError:
         return ""
 

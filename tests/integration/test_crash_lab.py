@@ -23,7 +23,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -34,7 +33,7 @@ import urllib.request
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lab.lab import NotYet, http_json  # noqa: E402
+from lab.lab import NotYet, agent_query, http_json  # noqa: E402
 import test_remedies_lab as remedies  # noqa: E402  (its lab and Fener runner)
 
 Fener = remedies.Fener
@@ -90,16 +89,7 @@ def agent_answer(node, send):
     """(line, seconds) of the agent-check on node for an agent-send word; "" if none."""
     t0 = time.monotonic()
     try:
-        with socket.create_connection((lab.address(node), 8010), timeout=5) as s:
-            s.settimeout(5)
-            s.sendall(send.encode() + b"\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.decode(errors="replace").strip(), time.monotonic() - t0
+        return agent_query(lab.address(node), 8010, send, timeout=5), time.monotonic() - t0
     except OSError:
         return "", time.monotonic() - t0
 

@@ -24,7 +24,6 @@ import pwd
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from datetime import datetime
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from lab import hostile  # noqa: E402
-from lab.lab import NotYet, terminate_pids  # noqa: E402
+from lab.lab import NotYet, agent_query, terminate_pids  # noqa: E402
 
 FENER = os.environ.get("FENER_BIN", os.path.join(os.path.dirname(__file__), "../../build/fener"))
 LOAD = os.environ.get("FENER_LOAD", os.path.join(os.path.dirname(__file__), "../../build/fener-load"))
@@ -448,15 +447,7 @@ checks: {{etcd_members: {{enabled: false}}, listening_sockets: {{enabled: false}
 
 def agent_answer(role, port=None):
     try:
-        with socket.create_connection((FENER_ADDR, port or AGENT_PORT), timeout=3) as s:
-            s.sendall(role.encode() + b"\n")
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            return data.decode(errors="replace").strip()
+        return agent_query(FENER_ADDR, port or AGENT_PORT, role, timeout=3)
     except OSError as e:
         return f"error: {e}"
 

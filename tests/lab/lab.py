@@ -197,6 +197,21 @@ def http_json(url, timeout=2.0):
     return json.loads(body)
 
 
+def agent_query(host, port, send, timeout=2.0):
+    """One HAProxy agent-check exchange: sends the agent-send word, reads to the close and
+    returns the stripped line ("" when fener sent none). Raises OSError as the socket does."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.settimeout(timeout)
+        s.sendall(send.encode() + b"\n")
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(errors="replace").strip()
+
+
 def tail(path, lines=25):
     """Last lines of a log, preceded by its last error lines (a Python traceback at the
     end of a Patroni log would otherwise push the actual cause out of view)."""
