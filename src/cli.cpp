@@ -30,6 +30,7 @@
 #include "src/api_server.hpp"
 #include "src/audit.hpp"
 #include "src/config.hpp"
+#include "src/config_reload.hpp"
 #include "src/events.hpp"
 #include "src/fleet.hpp"
 #include "src/http_client.hpp"
@@ -135,7 +136,10 @@ Options:
 
 Signals: SIGTERM and SIGINT stop cleanly; SIGHUP reloads the configuration and
 keeps the running one when the new one is invalid (the error is logged, and shown
-in /status "config" and the systemd STATUS line until a reload succeeds).
+in /status "config" and the systemd STATUS line until a reload succeeds). Checks,
+rules, alerts, mode, the agent's lag and remedy answers and the log level change at
+once; listeners, fleet, leader watch, state_dir and audit.file wait for a restart,
+and a reload that changes them says so (log, /status config.pending_restart).
 )";
 
 struct Args {
@@ -351,7 +355,10 @@ void raise_fd_limit() {
 class Daemon {
  public:
   Daemon(const Args& args, Config cfg)
-      : args_(args), cfg_(std::make_shared<const Config>(std::move(cfg))), http_(io_) {}
+      : args_(args),
+        cfg_(std::make_shared<const Config>(std::move(cfg))),
+        started_(cfg_),
+        http_(io_) {}
 
   int run() {
     raise_fd_limit();
@@ -579,7 +586,7 @@ class Daemon {
 
   void start_agent() {
     const AgentConfig& a = cfg_->agent;
-    agent_policy_ = AgentPolicy({a.lag_drain, a.lag_ready, a.maint_during_remedy});
+    agent_policy_ = agent_policy(a);
     AgentServerOptions o;
     o.listen = a.listen;
     o.default_role = agent_role_from_string(a.default_role).value_or(AgentRole::primary);
@@ -598,6 +605,10 @@ class Daemon {
     });
     agent_->start();
     spdlog::info("agent-check listening on {} (default role {})", a.listen, a.default_role);
+  }
+
+  static AgentPolicy agent_policy(const AgentConfig& a) {
+    return AgentPolicy({a.lag_drain, a.lag_ready, a.maint_during_remedy});
   }
 
   // systemd: READY once every check has a first result, STATUS on every change after.
@@ -736,25 +747,31 @@ class Daemon {
         [this]() -> asio::awaitable<void> {
           try {
             // Named, not a temporary inside co_await: GCC 12 destroys those twice.
-            auto job = [load = args_.load] {
+            // What only start-up reads keeps its running value (started_ is never changed,
+            // so the worker may read it), before the checks and rules are built on it.
+            auto job = [load = args_.load, started = started_] {
               auto loaded = std::make_shared<Loaded>();
-              loaded->config = std::make_shared<const Config>(load_config(load));
+              Config next = load_config(load);
+              loaded->pending_restart = hold_start_only_settings(next, *started);
+              loaded->config = std::make_shared<const Config>(std::move(next));
               loaded->checks = build_checks(*loaded->config);
               loaded->rules = build_rules(*loaded->config);
               return loaded;
             };
             auto loaded = co_await offload(worker_, std::move(job));
             if (stopping_) co_return;  // SIGTERM came while the file was read
-            if (loaded->config->state_dir != cfg_->state_dir)
-              spdlog::warn("state_dir changes take effect at the next start; still using {}",
-                           cfg_->state_dir);
-            if (loaded->config->audit_file != cfg_->audit_file)
-              spdlog::warn("audit.file changes take effect at the next start; still writing {}",
-                           cfg_->audit_file);
+            pending_restart_ = std::move(loaded->pending_restart);
+            if (!pending_restart_.empty())
+              spdlog::warn(
+                  "reload: changes to {} take effect at the next start (read once at "
+                  "start); their running values stay in force",
+                  join(pending_restart_));
             std::unique_ptr<AlertDispatcher> old_alerts = std::move(alerts_);
             std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
             cfg_ = loaded->config;
+            if (agent_) agent_policy_ = agent_policy(cfg_->agent);
+            if (!args_.log_level) spdlog::set_level(spdlog::level::from_str(cfg_->log_level));
             start(std::move(loaded->checks), std::move(loaded->rules), old.get());
             start_alerts(old_alerts.get());
             if (old_alerts) {
@@ -799,6 +816,7 @@ class Daemon {
             {"loaded_at", iso_time(last_success_)},
             {"state_dir", cfg_->state_dir},
             {"last_reload", last_reload_},
+            {"pending_restart", pending_restart_},
             {"reload_failures", reload_failures_},
             {"held_rules", engine_ ? json(engine_->held().size()) : json(0)}};
   }
@@ -810,6 +828,15 @@ class Daemon {
               "When the configuration in force was loaded (start or reload), Unix time.");
     m.set("fener_config_last_reload_success_timestamp_seconds", {},
           std::chrono::duration<double>(last_success_.time_since_epoch()).count());
+    m.declare("fener_config_pending_restart", MetricType::gauge,
+              "1 while a reload changed settings read only at start (see /status "
+              "config.pending_restart), else 0.");
+    m.set("fener_config_pending_restart", {}, pending_restart_.empty() ? 0.0 : 1.0);
+  }
+  static std::string join(const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+    return out;
   }
   static std::string iso_time(std::chrono::system_clock::time_point t) {
     const auto secs = std::chrono::system_clock::to_time_t(t);
@@ -819,13 +846,15 @@ class Daemon {
     std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return buf;
   }
-  // systemd's STATUS line: checks, rules given up, and a rejected reload until the next good one.
+  // systemd's STATUS line: checks, rules given up, a rejected reload until the next good one,
+  // and settings a reload changed that wait for a restart.
   std::string status_text() const {
     std::vector<std::string> gave_up;
     for (const auto& r : engine_->rules_json())
       if (r.value("phase", "") == "gave_up") gave_up.push_back(r.value("rule", ""));
     std::string line = status_line(sched_->states(), cfg_->mode, gave_up);
     if (!reload_error_.empty()) line += "; reload failed: " + reload_error_.substr(0, 120);
+    if (!pending_restart_.empty()) line += "; restart pending for " + join(pending_restart_);
     return line;
   }
 
@@ -833,6 +862,7 @@ class Daemon {
     std::shared_ptr<const Config> config;
     std::vector<BuiltCheck> checks;
     std::vector<Rule> rules;
+    std::vector<std::string> pending_restart;
   };
 
   // A stopped scheduler (or engine) lives until its loops (or its action) have unwound.
@@ -884,6 +914,8 @@ class Daemon {
 
   const Args& args_;
   std::shared_ptr<const Config> cfg_;
+  std::shared_ptr<const Config> started_;     // as loaded at start: what start-only parts run on
+  std::vector<std::string> pending_restart_;  // start-only settings the last reload changed
   asio::io_context io_;
   SystemdNotifier notifier_{io_};
   bool ready_sent_ = false;

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """`fener run` talks to its service manager: READY=1 after the first round of checks,
 STATUS= lines, WATCHDOG=1 keep-alives, RELOADING=1 around SIGHUP and STOPPING=1 on
-SIGTERM, over a NOTIFY_SOCKET this test listens on as systemd would. Needs no cluster:
-the only checks look at scratch directories.
+SIGTERM, over a NOTIFY_SOCKET this test listens on as systemd would, and a reload that
+changes settings read only at start. Needs no cluster: the only checks look at scratch
+directories; the API and agent listen on FENER_LAB_NET (default 127.0.8).
 
     FENER_BIN=build/fener /usr/bin/python3 tests/integration/test_systemd_notify.py
 """
@@ -13,11 +14,34 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from lab.lab import agent_query, http_json  # noqa: E402
 
 FENER = os.environ.get("FENER_BIN", os.path.join(os.path.dirname(__file__), "../../build/fener"))
+ADDR = os.environ.get("FENER_LAB_NET", "127.0.8").rstrip(".") + ".1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((ADDR, 0))
+        return s.getsockname()[1]
+
+
+def status(port):
+    return http_json(f"http://{ADDR}:{port}/status", timeout=5)
+
+
+def metrics(port):
+    with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://{ADDR}:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
 
 
 class NotifyTest(unittest.TestCase):
@@ -163,6 +187,49 @@ checks:
 
         self.proc.send_signal(signal.SIGTERM)
         self.wait_message(lambda m: m == "STOPPING=1", 10, "STOPPING=1")
+        self.assertEqual(self.proc.wait(40), 0, self.text()[-2000:])
+
+    def test_reload_says_what_waits_for_a_restart(self):
+        # The listeners are set up once: a reload that moves them says so (log, STATUS=,
+        # /status, /metrics) and they stay where they were; moving them back clears it.
+        api, agent, api2, agent2 = (free_port() for _ in range(4))
+        with open(self.config) as f:
+            base = f.read()
+
+        def write(api_port, agent_port, lag_drain):
+            with open(self.config, "w") as f:
+                f.write(base.replace('listen: "off"', f'listen: "{ADDR}:{api_port}"') +
+                        f'agent: {{listen: "{ADDR}:{agent_port}", lag_drain: {lag_drain}}}\n')
+
+        write(api, agent, "16MB")
+        self.start(2000000)
+        self.wait_message(lambda m: "READY=1" in m.split("\n"), 20, "READY=1")
+        self.assertEqual(status(api)["config"]["pending_restart"], [])
+
+        write(api2, agent2, "32MB")  # lag_drain is taken up at once: not listed
+        self.proc.send_signal(signal.SIGHUP)
+        ready = self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1 after the reload")
+        self.assertIn("; restart pending for api.listen, agent.listen", ready)
+        self.assertEqual(status(api)["config"]["pending_restart"], ["api.listen", "agent.listen"])
+        self.assertIn("fener_config_pending_restart 1", metrics(api))
+        self.assertIn("changes to api.listen, agent.listen take effect at the next start",
+                      self.text())
+        # Still served on the old port (no Patroni here: an empty answer, "no news").
+        served = status(api)["agent"]["connections"]
+        agent_query(ADDR, agent, "primary", timeout=5)
+        self.assertEqual(status(api)["agent"]["connections"], served + 1)
+        for port in (api2, agent2):
+            with self.assertRaises(ConnectionRefusedError):
+                socket.create_connection((ADDR, port), timeout=2).close()
+
+        write(api, agent, "32MB")
+        self.proc.send_signal(signal.SIGHUP)
+        ready = self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1 after the revert")
+        self.assertNotIn("restart pending", ready)
+        self.assertEqual(status(api)["config"]["pending_restart"], [])
+        self.assertIn("fener_config_pending_restart 0", metrics(api))
+
+        self.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.proc.wait(40), 0, self.text()[-2000:])
 
     def test_no_watchdog_when_meant_for_another_process(self):

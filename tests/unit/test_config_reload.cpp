@@ -1,0 +1,119 @@
+// What a reload takes up and what waits for a restart: hold_start_only_settings.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+
+#include "src/config_reload.hpp"
+
+using namespace fener;
+
+namespace {
+
+Config running_config() {
+  Config c;
+  c.node_name = "kaptan1";
+  c.scope = "fener";
+  c.state_dir = "/var/lib/fener";
+  c.audit_file = "/var/lib/fener/audit.jsonl";
+  c.api.listen = "127.0.0.1:8009";
+  c.api.token = "0123456789abcdef";
+  c.agent.listen = "127.0.0.1:8010";
+  c.etcd_endpoints = {"http://127.0.0.1:2379"};
+  c.peer_files = {{"data_dir", "/var/lib/postgresql/15/main", {".*.swp"}}};
+  return c;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+
+}  // namespace
+
+TEST_CASE("reload: an unchanged configuration leaves nothing pending") {
+  const Config running = running_config();
+  Config next = running_config();
+  CHECK(hold_start_only_settings(next, running).empty());
+}
+
+TEST_CASE("reload: what the reload takes up is not listed and keeps its new value") {
+  const Config running = running_config();
+  Config next = running_config();
+  next.mode = Mode::full;
+  next.agent.lag_drain = 1;
+  next.agent.lag_ready = 1;
+  next.agent.maint_during_remedy = false;
+  next.log_level = "debug";
+  next.alerts.queue_size = 7;
+  next.lock_ttl = std::chrono::seconds(5);
+  CHECK(hold_start_only_settings(next, running).empty());
+  CHECK(next.mode == Mode::full);
+  CHECK(next.agent.lag_drain == 1);
+  CHECK_FALSE(next.agent.maint_during_remedy);
+}
+
+TEST_CASE("reload: start-only settings are listed and set back to the running values") {
+  const Config running = running_config();
+  Config next = running_config();
+  next.state_dir = "/srv/fener";
+  next.audit_file = "";
+  next.api.listen = "127.0.0.1:9009";
+  next.api.token = "fedcba9876543210";
+  next.api.token_source = "api.token_file /etc/fener/other";
+  next.api.max_file_size = 1024;
+  next.peer_files[0].patterns.push_back("*.conf");
+  next.agent.listen = "127.0.0.1:9010";
+  next.agent.default_role = "replica";
+  next.agent.max_connections = 10;
+  next.agent.read_wait = std::chrono::milliseconds(50);
+  next.fleet.enabled = false;
+  next.fleet.interval = std::chrono::seconds(1);
+  const auto pending = hold_start_only_settings(next, running);
+  CHECK(pending == std::vector<std::string>{"state_dir", "audit.file", "api.listen", "api.token",
+                                            "api.max_file_size", "peer_files", "agent.listen",
+                                            "agent.default_role", "agent.max_connections",
+                                            "agent.read_wait", "fleet.enabled", "fleet.interval"});
+  CHECK(next.state_dir == running.state_dir);
+  CHECK(next.audit_file == running.audit_file);
+  CHECK(next.api.listen == running.api.listen);
+  CHECK(next.api.token == running.api.token);
+  CHECK(next.api.token_source == running.api.token_source);
+  CHECK(next.api.max_file_size == running.api.max_file_size);
+  CHECK(next.peer_files[0].patterns == running.peer_files[0].patterns);
+  CHECK(next.agent.listen == running.agent.listen);
+  CHECK(next.agent.default_role == running.agent.default_role);
+  CHECK(next.agent.max_connections == running.agent.max_connections);
+  CHECK(next.agent.read_wait == running.agent.read_wait);
+  CHECK(next.fleet.enabled == running.fleet.enabled);
+  CHECK(next.fleet.interval == running.fleet.interval);
+}
+
+TEST_CASE("reload: settings the checks take up at once are listed but keep their new value") {
+  const Config running = running_config();
+  Config next = running_config();
+  next.etcd_endpoints = {"http://127.0.0.2:2379"};
+  next.etcd_tls.ca_file = "/etc/etcd/ca.pem";
+  next.node_name = "kaptan2";
+  next.scope = "other";
+  next.patroni_dcs = "etcd3";
+  const auto pending = hold_start_only_settings(next, running);
+  CHECK(pending.size() == 5);
+  CHECK(has(pending, "etcd.endpoints"));
+  CHECK(has(pending, "etcd TLS (cacert, cert, key, verify)"));
+  CHECK(has(pending, "node.name"));
+  CHECK(has(pending, "cluster.scope"));
+  CHECK(has(pending, "Patroni's DCS (etcd or etcd3)"));
+  CHECK(next.etcd_endpoints == std::vector<std::string>{"http://127.0.0.2:2379"});
+  CHECK(next.node_name == "kaptan2");
+}
+
+TEST_CASE("reload: where a TLS file was named does not count, only the files and switches") {
+  Config running = running_config();
+  running.etcd_tls.ca_file = "/etc/etcd/ca.pem";
+  running.etcd_tls.ca_source = "/etc/patroni.yml etcd.cacert";
+  Config next = running;
+  next.etcd_tls.ca_source = "fener.yaml etcd.cacert";
+  CHECK(hold_start_only_settings(next, running).empty());
+  next.etcd_tls.verify_host = false;
+  CHECK(hold_start_only_settings(next, running) ==
+        std::vector<std::string>{"etcd TLS (cacert, cert, key, verify)"});
+}
