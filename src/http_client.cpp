@@ -242,7 +242,15 @@ struct HttpClient::Impl : std::enable_shared_from_this<HttpClient::Impl> {
   }
 
   static void apply_tls(CURL* e, const TlsSettings& tls) {
-    if (!tls.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, tls.ca_file.c_str());
+    if (!tls.ca_file.empty()) {
+      curl_easy_setopt(e, CURLOPT_CAINFO, tls.ca_file.c_str());
+      // That bundle only, as etcdctl --cacert and patronictl trust it: not also the system
+      // directory Debian's libcurl adds by default. Without that directory libcurl also
+      // keeps the parsed bundle instead of reading the file on the loop for every request;
+      // a minute bounds how long a replaced CA file goes unnoticed.
+      curl_easy_setopt(e, CURLOPT_CAPATH, nullptr);
+      curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, 60L);
+    }
     if (!tls.cert_file.empty()) {
       curl_easy_setopt(e, CURLOPT_SSLCERT, tls.cert_file.c_str());
       curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
