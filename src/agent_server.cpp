@@ -213,6 +213,12 @@ void AgentServer::stop() {
     if (auto c = weak.lock()) c->close();
 }
 
+void AgentServer::update(const AgentServerOptions& options) {
+  const std::string listen = impl_->opts.listen;
+  impl_->opts = options;
+  impl_->opts.listen = listen;
+}
+
 unsigned short AgentServer::port() const {
   return impl_->bound_port;
 }

@@ -61,6 +61,9 @@ class AgentServer {
   // malformed address.
   void start();
   void stop();  // closes the listener and every connection; idempotent
+  // Takes up new options, all but `listen` (moving the listener needs a restart), for the
+  // connections accepted from now on; open ones finish under the old read_wait.
+  void update(const AgentServerOptions& options);
   unsigned short port() const;
   std::size_t connections() const;
   const AgentStats& stats() const;

@@ -137,9 +137,10 @@ Options:
 Signals: SIGTERM and SIGINT stop cleanly; SIGHUP reloads the configuration and
 keeps the running one when the new one is invalid (the error is logged, and shown
 in /status "config" and the systemd STATUS line until a reload succeeds). Checks,
-rules, alerts, mode, the agent's lag and remedy answers and the log level change at
-once; listeners, fleet, leader watch, state_dir and audit.file wait for a restart,
-and a reload that changes them says so (log, /status config.pending_restart).
+rules, alerts, mode, the agent's settings and the log level change at once; the
+listen addresses, api.token, peer_files, fleet, leader watch, state_dir and
+audit.file wait for a restart, and a reload that changes them says so (log,
+/status config.pending_restart).
 )";
 
 struct Args {
@@ -587,12 +588,7 @@ class Daemon {
   void start_agent() {
     const AgentConfig& a = cfg_->agent;
     agent_policy_ = agent_policy(a);
-    AgentServerOptions o;
-    o.listen = a.listen;
-    o.default_role = agent_role_from_string(a.default_role).value_or(AgentRole::primary);
-    o.read_wait = a.read_wait;
-    o.max_connections = static_cast<std::size_t>(a.max_connections);
-    agent_ = std::make_unique<AgentServer>(io_, o, [this](AgentRole role) {
+    agent_ = std::make_unique<AgentServer>(io_, agent_options(a), [this](AgentRole role) {
       AgentFacts f;
       f.node = cfg_->node_name;
       const CheckState* st = patroni_state();
@@ -607,6 +603,14 @@ class Daemon {
     spdlog::info("agent-check listening on {} (default role {})", a.listen, a.default_role);
   }
 
+  static AgentServerOptions agent_options(const AgentConfig& a) {
+    AgentServerOptions o;
+    o.listen = a.listen;
+    o.default_role = agent_role_from_string(a.default_role).value_or(AgentRole::primary);
+    o.read_wait = a.read_wait;
+    o.max_connections = static_cast<std::size_t>(a.max_connections);
+    return o;
+  }
   static AgentPolicy agent_policy(const AgentConfig& a) {
     return AgentPolicy({a.lag_drain, a.lag_ready, a.maint_during_remedy});
   }
@@ -770,7 +774,10 @@ class Daemon {
             std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
             cfg_ = loaded->config;
-            if (agent_) agent_policy_ = agent_policy(cfg_->agent);
+            if (agent_) {
+              agent_policy_ = agent_policy(cfg_->agent);
+              agent_->update(agent_options(cfg_->agent));
+            }
             if (!args_.log_level) spdlog::set_level(spdlog::level::from_str(cfg_->log_level));
             start(std::move(loaded->checks), std::move(loaded->rules), old.get());
             start_alerts(old_alerts.get());

@@ -41,13 +41,8 @@ std::vector<std::string> hold_start_only_settings(Config& next, const Config& ru
        next.api.max_file_size == running.api.max_file_size);
   hold("peer_files", next.peer_files, running.peer_files,
        same_roots(next.peer_files, running.peer_files));
-  const AgentConfig &na = next.agent, &ra = running.agent;
-  hold("agent.listen", next.agent.listen, ra.listen, na.listen == ra.listen);
-  hold("agent.default_role", next.agent.default_role, ra.default_role,
-       na.default_role == ra.default_role);
-  hold("agent.max_connections", next.agent.max_connections, ra.max_connections,
-       na.max_connections == ra.max_connections);
-  hold("agent.read_wait", next.agent.read_wait, ra.read_wait, na.read_wait == ra.read_wait);
+  hold("agent.listen", next.agent.listen, running.agent.listen,
+       next.agent.listen == running.agent.listen);
   hold("fleet.enabled", next.fleet.enabled, running.fleet.enabled,
        next.fleet.enabled == running.fleet.enabled);
   hold("fleet.interval", next.fleet.interval, running.fleet.interval,

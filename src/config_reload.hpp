@@ -1,8 +1,8 @@
 // What a reload (SIGHUP) can change in a running daemon. The checks, the rules, the
-// alerts, the mode, the agent's answer policy and the log level are taken up at once. The
-// listeners, the state directory, the audit file, the fleet publisher and the etcd leader
-// watch are set up once at start: a reload that changes what they read leaves them as they
-// are, and says so, until the next start (Patroni's "pending restart").
+// alerts, the mode, the agent's settings and the log level are taken up at once. The
+// listen addresses, the state directory, the audit file, the fleet publisher and the etcd
+// leader watch are set up once at start: a reload that changes what they read leaves them
+// as they are, and says so, until the next start (Patroni's "pending restart").
 #pragma once
 
 #include <string>

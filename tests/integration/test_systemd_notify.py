@@ -196,17 +196,18 @@ checks:
         with open(self.config) as f:
             base = f.read()
 
-        def write(api_port, agent_port, lag_drain):
+        def write(api_port, agent_port, lag_drain, read_wait="200ms"):
             with open(self.config, "w") as f:
                 f.write(base.replace('listen: "off"', f'listen: "{ADDR}:{api_port}"') +
-                        f'agent: {{listen: "{ADDR}:{agent_port}", lag_drain: {lag_drain}}}\n')
+                        f'agent: {{listen: "{ADDR}:{agent_port}", lag_drain: {lag_drain}, '
+                        f'read_wait: {read_wait}}}\n')
 
         write(api, agent, "16MB")
         self.start(2000000)
         self.wait_message(lambda m: "READY=1" in m.split("\n"), 20, "READY=1")
         self.assertEqual(status(api)["config"]["pending_restart"], [])
 
-        write(api2, agent2, "32MB")  # lag_drain is taken up at once: not listed
+        write(api2, agent2, "32MB", "100ms")  # taken up at once: not listed
         self.proc.send_signal(signal.SIGHUP)
         ready = self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1 after the reload")
         self.assertIn("; restart pending for api.listen, agent.listen", ready)

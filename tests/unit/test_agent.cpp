@@ -330,6 +330,24 @@ TEST_CASE("agent listener: over the cap with no silent connection, the new one i
   CHECK(h.exchange("primary\n").bytes == "up ready #ok\n");
 }
 
+TEST_CASE("agent listener: a reload's new options apply to the next connections") {
+  AgentHarness h(2);
+  auto o = AgentHarness::options(1);
+  o.default_role = AgentRole::replica;
+  o.listen = "127.0.0.1:1";  // not taken up: the listener stays where it is
+  h.server.update(o);
+  CHECK(h.exchange("").bytes == "up ready #ok\n");
+  CHECK(h.asked == AgentRole::replica);
+  // The cap is now 1: with one silent client held, a silent newcomer is closed.
+  auto holders = hold(h, 1, "");
+  REQUIRE(h.server.connections() == 1);
+  asio::ip::tcp::socket quiet(h.io);
+  quiet.connect({asio::ip::make_address("127.0.0.1"), h.server.port()});
+  auto r = read_to_end(h, quiet);
+  CHECK(r.first.empty());
+  CHECK(h.server.stats().rejected == 1);
+}
+
 TEST_CASE("etcd v2 leader-key answers") {
   auto get = parse_leader_answer(
       200,

@@ -42,6 +42,9 @@ TEST_CASE("reload: what the reload takes up is not listed and keeps its new valu
   next.agent.lag_drain = 1;
   next.agent.lag_ready = 1;
   next.agent.maint_during_remedy = false;
+  next.agent.default_role = "replica";
+  next.agent.max_connections = 10;
+  next.agent.read_wait = std::chrono::milliseconds(50);
   next.log_level = "debug";
   next.alerts.queue_size = 7;
   next.lock_ttl = std::chrono::seconds(5);
@@ -49,6 +52,8 @@ TEST_CASE("reload: what the reload takes up is not listed and keeps its new valu
   CHECK(next.mode == Mode::full);
   CHECK(next.agent.lag_drain == 1);
   CHECK_FALSE(next.agent.maint_during_remedy);
+  CHECK(next.agent.default_role == "replica");
+  CHECK(next.agent.read_wait == std::chrono::milliseconds(50));
 }
 
 TEST_CASE("reload: start-only settings are listed and set back to the running values") {
@@ -62,16 +67,12 @@ TEST_CASE("reload: start-only settings are listed and set back to the running va
   next.api.max_file_size = 1024;
   next.peer_files[0].patterns.push_back("*.conf");
   next.agent.listen = "127.0.0.1:9010";
-  next.agent.default_role = "replica";
-  next.agent.max_connections = 10;
-  next.agent.read_wait = std::chrono::milliseconds(50);
   next.fleet.enabled = false;
   next.fleet.interval = std::chrono::seconds(1);
   const auto pending = hold_start_only_settings(next, running);
   CHECK(pending == std::vector<std::string>{"state_dir", "audit.file", "api.listen", "api.token",
                                             "api.max_file_size", "peer_files", "agent.listen",
-                                            "agent.default_role", "agent.max_connections",
-                                            "agent.read_wait", "fleet.enabled", "fleet.interval"});
+                                            "fleet.enabled", "fleet.interval"});
   CHECK(next.state_dir == running.state_dir);
   CHECK(next.audit_file == running.audit_file);
   CHECK(next.api.listen == running.api.listen);
@@ -80,9 +81,6 @@ TEST_CASE("reload: start-only settings are listed and set back to the running va
   CHECK(next.api.max_file_size == running.api.max_file_size);
   CHECK(next.peer_files[0].patterns == running.peer_files[0].patterns);
   CHECK(next.agent.listen == running.agent.listen);
-  CHECK(next.agent.default_role == running.agent.default_role);
-  CHECK(next.agent.max_connections == running.agent.max_connections);
-  CHECK(next.agent.read_wait == running.agent.read_wait);
   CHECK(next.fleet.enabled == running.fleet.enabled);
   CHECK(next.fleet.interval == running.fleet.interval);
 }
