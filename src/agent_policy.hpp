@@ -69,6 +69,9 @@ class AgentPolicy {
   explicit AgentPolicy(AgentPolicyOptions o = {}) : opt_(o) {}
   AgentAnswer answer(AgentRole role, const AgentFacts& facts);
   const AgentPolicyOptions& options() const { return opt_; }
+  // New thresholds (a reload); what it remembers stays, so a replica drained for lag is not
+  // put back in the pool by a reload while its lag is still above lag_ready.
+  void set_options(const AgentPolicyOptions& o) { opt_ = o; }
 
  private:
   AgentAnswer decide(AgentRole role, const AgentFacts& facts);

@@ -138,9 +138,9 @@ Signals: SIGTERM and SIGINT stop cleanly; SIGHUP reloads the configuration and
 keeps the running one when the new one is invalid (the error is logged, and shown
 in /status "config" and the systemd STATUS line until a reload succeeds). Checks,
 rules, alerts, mode, the agent's settings and the log level change at once; the
-listen addresses, api.token, peer_files, fleet, leader watch, state_dir and
-audit.file wait for a restart, and a reload that changes them says so (log,
-/status config.pending_restart).
+node name, the listen addresses, api.token, api.max_file_size, peer_files, fleet,
+leader watch, state_dir and audit.file wait for a restart, and a reload that changes
+them says so (log, /status config.pending_restart).
 )";
 
 struct Args {
@@ -751,31 +751,31 @@ class Daemon {
         [this]() -> asio::awaitable<void> {
           try {
             // Named, not a temporary inside co_await: GCC 12 destroys those twice.
-            // What only start-up reads keeps its running value (started_ is never changed,
-            // so the worker may read it), before the checks and rules are built on it.
-            auto job = [load = args_.load, started = started_] {
-              auto loaded = std::make_shared<Loaded>();
-              Config next = load_config(load);
-              loaded->pending_restart = hold_start_only_settings(next, *started);
-              loaded->config = std::make_shared<const Config>(std::move(next));
-              loaded->checks = build_checks(*loaded->config);
-              loaded->rules = build_rules(*loaded->config);
-              return loaded;
+            // started_ is never changed, so the worker may read it.
+            auto job = [load = args_.load, started = started_,
+                        watchers = leader_watch_ != nullptr || fleet_ != nullptr] {
+              return std::make_shared<Reloaded>(
+                  prepare_reload(load_config(load), *started, watchers));
             };
             auto loaded = co_await offload(worker_, std::move(job));
             if (stopping_) co_return;  // SIGTERM came while the file was read
-            pending_restart_ = std::move(loaded->pending_restart);
-            if (!pending_restart_.empty())
+            const PendingRestart& pending = loaded->pending;
+            if (!pending.held.empty())
               spdlog::warn(
                   "reload: changes to {} take effect at the next start (read once at "
                   "start); their running values stay in force",
-                  join(pending_restart_));
+                  join(pending.held));
+            if (!pending.partly.empty())
+              spdlog::warn(
+                  "reload: the checks use the new {}; the etcd leader watch and the fleet "
+                  "keep the old until the next start",
+                  join(pending.partly));
             std::unique_ptr<AlertDispatcher> old_alerts = std::move(alerts_);
             std::unique_ptr<RemedyEngine> old = std::move(engine_);
             retire(std::move(sched_));
             cfg_ = loaded->config;
             if (agent_) {
-              agent_policy_ = agent_policy(cfg_->agent);
+              agent_policy_.set_options(agent_policy(cfg_->agent).options());
               agent_->update(agent_options(cfg_->agent));
             }
             if (!args_.log_level) spdlog::set_level(spdlog::level::from_str(cfg_->log_level));
@@ -790,6 +790,7 @@ class Daemon {
             spdlog::info("configuration reloaded: mode {}, {} checks ({}), {} rules ({})",
                          to_string(cfg_->mode), sched_->states().size(), describe(*sched_),
                          engine_->rules().size(), describe(*engine_));
+            pending_restart_ = pending.all();
             reload_ok(std::chrono::system_clock::now());
           } catch (const ConfigError& e) {
             spdlog::error("reload failed, keeping the running configuration: {}", e.what());
@@ -864,13 +865,6 @@ class Daemon {
     if (!pending_restart_.empty()) line += "; restart pending for " + join(pending_restart_);
     return line;
   }
-
-  struct Loaded {
-    std::shared_ptr<const Config> config;
-    std::vector<BuiltCheck> checks;
-    std::vector<Rule> rules;
-    std::vector<std::string> pending_restart;
-  };
 
   // A stopped scheduler (or engine) lives until its loops (or its action) have unwound.
   void retire(std::unique_ptr<Scheduler> s) {

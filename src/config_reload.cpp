@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "src/config_error.hpp"
+
 namespace fener {
 
 namespace {
@@ -21,19 +23,25 @@ bool same_roots(const std::vector<PeerFileRoot>& a, const std::vector<PeerFileRo
 
 }  // namespace
 
-std::vector<std::string> hold_start_only_settings(Config& next, const Config& running) {
-  std::vector<std::string> pending;
-  // Read only at start: put the running value back and note the key.
+std::vector<std::string> PendingRestart::all() const {
+  std::vector<std::string> out = held;
+  out.insert(out.end(), partly.begin(), partly.end());
+  return out;
+}
+
+PendingRestart hold_start_only_settings(Config& next, const Config& running, bool etcd_watchers) {
+  PendingRestart pending;
   auto hold = [&pending](const char* key, auto& field, const auto& in_force, bool same) {
     if (same) return;
-    pending.emplace_back(key);
+    pending.held.emplace_back(key);
     field = in_force;
   };
+  hold("node.name", next.node_name, running.node_name, next.node_name == running.node_name);
   hold("state_dir", next.state_dir, running.state_dir, next.state_dir == running.state_dir);
   hold("audit.file", next.audit_file, running.audit_file, next.audit_file == running.audit_file);
   hold("api.listen", next.api.listen, running.api.listen, next.api.listen == running.api.listen);
   if (next.api.token != running.api.token) {
-    pending.emplace_back("api.token");
+    pending.held.emplace_back("api.token");
     next.api.token = running.api.token;
     next.api.token_source = running.api.token_source;
   }
@@ -50,14 +58,37 @@ std::vector<std::string> hold_start_only_settings(Config& next, const Config& ru
 
   // Also read by the checks, which take the new value: listed, not held.
   auto note = [&pending](const char* key, bool same) {
-    if (!same) pending.emplace_back(key);
+    if (!same) pending.partly.emplace_back(key);
   };
-  note("node.name", next.node_name == running.node_name);
-  note("cluster.scope", next.scope == running.scope);
-  note("etcd.endpoints", next.etcd_endpoints == running.etcd_endpoints);
-  note("etcd TLS (cacert, cert, key, verify)", same_files(next.etcd_tls, running.etcd_tls));
-  note("Patroni's DCS (etcd or etcd3)", next.patroni_dcs == running.patroni_dcs);
+  if (etcd_watchers) {
+    note("cluster.scope", next.scope == running.scope);
+    note("etcd.endpoints", next.etcd_endpoints == running.etcd_endpoints);
+    note("etcd.cacert/cert/key/verify", same_files(next.etcd_tls, running.etcd_tls));
+    note("patroni.yml etcd/etcd3", next.patroni_dcs == running.patroni_dcs);
+  }
   return pending;
+}
+
+Reloaded prepare_reload(const Config& written, const Config& running, bool etcd_watchers) {
+  Reloaded out;
+  Config next = written;
+  out.pending = hold_start_only_settings(next, running, etcd_watchers);
+  if (!out.pending.held.empty()) {
+    build_checks(written);
+    build_rules(written);
+  }
+  out.config = std::make_shared<const Config>(std::move(next));
+  try {
+    out.checks = build_checks(*out.config);
+    out.rules = build_rules(*out.config);
+  } catch (const ConfigError& e) {
+    std::string held;
+    for (const auto& k : out.pending.held) held += (held.empty() ? "" : ", ") + k;
+    throw ConfigError(e.file(), e.line(), e.column(), e.key(),
+                      e.problem() + " (with " + held +
+                          " as running until a restart: restart fener to take this file up)");
+  }
+  return out;
 }
 
 }  // namespace fener

@@ -28,10 +28,16 @@ FENER = os.environ.get("FENER_BIN", os.path.join(os.path.dirname(__file__), "../
 ADDR = os.environ.get("FENER_LAB_NET", "127.0.8").rstrip(".") + ".1"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind((ADDR, 0))
-        return s.getsockname()[1]
+def free_ports(n):
+    """n distinct free ports: each stays bound until all are chosen."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((ADDR, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def status(port):
@@ -192,22 +198,33 @@ checks:
     def test_reload_says_what_waits_for_a_restart(self):
         # The listeners are set up once: a reload that moves them says so (log, STATUS=,
         # /status, /metrics) and they stay where they were; moving them back clears it.
-        api, agent, api2, agent2 = (free_port() for _ in range(4))
+        api, agent, api2, agent2 = free_ports(4)
         with open(self.config) as f:
             base = f.read()
 
-        def write(api_port, agent_port, lag_drain, read_wait="200ms"):
+        def write(api_port, agent_port, lag_drain, read_wait="200ms", max_connections=1024):
             with open(self.config, "w") as f:
                 f.write(base.replace('listen: "off"', f'listen: "{ADDR}:{api_port}"') +
                         f'agent: {{listen: "{ADDR}:{agent_port}", lag_drain: {lag_drain}, '
-                        f'read_wait: {read_wait}}}\n')
+                        f'read_wait: {read_wait}, max_connections: {max_connections}}}\n')
+
+        def agent_stats(pred, what):
+            deadline = time.monotonic() + 10
+            while True:
+                st = status(api)["agent"]
+                if pred(st):
+                    return st
+                if time.monotonic() > deadline:
+                    self.fail(f"no {what} within 10 s: {st}")
+                time.sleep(0.05)
 
         write(api, agent, "16MB")
         self.start(2000000)
         self.wait_message(lambda m: "READY=1" in m.split("\n"), 20, "READY=1")
         self.assertEqual(status(api)["config"]["pending_restart"], [])
 
-        write(api2, agent2, "32MB", "100ms")  # taken up at once: not listed
+        # The agent's other settings are taken up at once, so not listed.
+        write(api2, agent2, "32MB", "5s", max_connections=1)
         self.proc.send_signal(signal.SIGHUP)
         ready = self.wait_message(lambda m: "READY=1" in m.split("\n"), 10, "READY=1 after the reload")
         self.assertIn("; restart pending for api.listen, agent.listen", ready)
@@ -222,6 +239,12 @@ checks:
         for port in (api2, agent2):
             with self.assertRaises(ConnectionRefusedError):
                 socket.create_connection((ADDR, port), timeout=2).close()
+        # The new cap (1) and read_wait (5 s) apply: a silent client holds the only slot,
+        # and the next silent one is closed at once.
+        with socket.create_connection((ADDR, agent), timeout=5):
+            agent_stats(lambda st: st["connections"] == served + 2, "accepted silent client")
+            with socket.create_connection((ADDR, agent), timeout=5):
+                agent_stats(lambda st: st["rejected"] == 1, "rejected second silent client")
 
         write(api, agent, "32MB")
         self.proc.send_signal(signal.SIGHUP)

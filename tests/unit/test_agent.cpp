@@ -134,6 +134,20 @@ TEST_CASE("replica: lag drains with hysteresis, so a catching-up replica does no
   CHECK(at(50) == AgentVerdict::up);  // back in: only over drain leaves again
 }
 
+TEST_CASE("replica: new thresholds (a reload) keep a drained replica drained") {
+  AgentPolicy p({/*drain*/ 100, /*ready*/ 10, true});
+  auto at = [&](json lag) {
+    auto r = patroni("replica", "running", lag);
+    return p.answer(AgentRole::replica, facts(&r, "kaptan2")).verdict;
+  };
+  CHECK(at(101) == AgentVerdict::drain);
+  p.set_options({/*drain*/ 200, /*ready*/ 20, true});
+  CHECK(at(50) == AgentVerdict::drain);  // between the new ready and drain: still out
+  CHECK(at(20) == AgentVerdict::up);     // the new lag_ready applies
+  CHECK(at(150) == AgentVerdict::up);    // and the new lag_drain
+  CHECK(at(201) == AgentVerdict::drain);
+}
+
 TEST_CASE("replica, read-only and any backends") {
   AgentPolicy p;
   auto leader = patroni("master", "running");
@@ -334,18 +348,23 @@ TEST_CASE("agent listener: a reload's new options apply to the next connections"
   AgentHarness h(2);
   auto o = AgentHarness::options(1);
   o.default_role = AgentRole::replica;
-  o.listen = "127.0.0.1:1";  // not taken up: the listener stays where it is
+  o.read_wait = 5s;
   h.server.update(o);
-  CHECK(h.exchange("").bytes == "up ready #ok\n");
+  // An empty line is answered at once, for the new default role.
+  CHECK(h.exchange("\n").bytes == "up ready #ok\n");
   CHECK(h.asked == AgentRole::replica);
-  // The cap is now 1: with one silent client held, a silent newcomer is closed.
+  // A silent client now waits 5 s, not 100 ms, for its line: still held after 300 ms.
   auto holders = hold(h, 1, "");
   REQUIRE(h.server.connections() == 1);
+  h.io.run_for(300ms);
+  CHECK(h.server.connections() == 1);
+  // The cap is now 1: a silent newcomer is closed at once, the held one stays.
   asio::ip::tcp::socket quiet(h.io);
   quiet.connect({asio::ip::make_address("127.0.0.1"), h.server.port()});
   auto r = read_to_end(h, quiet);
   CHECK(r.first.empty());
   CHECK(h.server.stats().rejected == 1);
+  CHECK(h.server.connections() == 1);
 }
 
 TEST_CASE("etcd v2 leader-key answers") {
