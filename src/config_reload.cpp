@@ -13,6 +13,13 @@ bool same_files(const TlsSettings& a, const TlsSettings& b) {
          a.verify_peer == b.verify_peer && a.verify_host == b.verify_host;
 }
 
+// Whether a daemon started on `c` would run the etcd leader watch or the fleet publisher
+// (as Daemon::start_leader_watch and start_fleet decide).
+bool would_watch_etcd(const Config& c) {
+  if (c.scope.empty() || c.etcd_endpoints.empty()) return false;
+  return c.fleet.enabled || c.patroni_dcs.empty() || c.patroni_dcs == "etcd";
+}
+
 bool same_roots(const std::vector<PeerFileRoot>& a, const std::vector<PeerFileRoot>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
@@ -60,7 +67,7 @@ PendingRestart hold_start_only_settings(Config& next, const Config& running, boo
   auto note = [&pending](const char* key, bool same) {
     if (!same) pending.partly.emplace_back(key);
   };
-  if (etcd_watchers) {
+  if (etcd_watchers || would_watch_etcd(next)) {
     note("cluster.scope", next.scope == running.scope);
     note("etcd.endpoints", next.etcd_endpoints == running.etcd_endpoints);
     note("etcd.cacert/cert/key/verify", same_files(next.etcd_tls, running.etcd_tls));
@@ -82,6 +89,7 @@ Reloaded prepare_reload(const Config& written, const Config& running, bool etcd_
     out.checks = build_checks(*out.config);
     out.rules = build_rules(*out.config);
   } catch (const ConfigError& e) {
+    if (out.pending.held.empty()) throw;  // the file's own fault: a restart would not help
     std::string held;
     for (const auto& k : out.pending.held) held += (held.empty() ? "" : ", ") + k;
     throw ConfigError(e.file(), e.line(), e.column(), e.key(),

@@ -28,8 +28,9 @@ struct PendingRestart {
 
 // The settings whose new value in `next` waits for a restart, in fener.yaml's words
 // ("api.listen"), in a fixed order; the held ones are set back to `running`'s values in
-// `next`. `etcd_watchers`: the leader watch or the fleet publisher runs (without either,
-// the etcd settings and the scope are the checks' alone and nothing waits).
+// `next`. `etcd_watchers`: the leader watch or the fleet publisher runs. The etcd settings
+// and the scope are listed when one of them runs or would run on `next` at a start;
+// otherwise they are the checks' alone and nothing waits.
 PendingRestart hold_start_only_settings(Config& next, const Config& running, bool etcd_watchers);
 
 // What a good reload puts in force.

@@ -239,10 +239,11 @@ checks:
         for port in (api2, agent2):
             with self.assertRaises(ConnectionRefusedError):
                 socket.create_connection((ADDR, port), timeout=2).close()
-        # The new cap (1) and read_wait (5 s) apply: a silent client holds the only slot,
-        # and the next silent one is closed at once.
+        # The new cap (1) applies: a silent client holds the only slot, and the next
+        # silent one is closed at once.
         with socket.create_connection((ADDR, agent), timeout=5):
-            agent_stats(lambda st: st["connections"] == served + 2, "accepted silent client")
+            agent_stats(lambda st: st["connections"] == served + 2 and st["rejected"] == 0,
+                        "accepted silent client")
             with socket.create_connection((ADDR, agent), timeout=5):
                 agent_stats(lambda st: st["rejected"] == 1, "rejected second silent client")
 

@@ -105,11 +105,19 @@ TEST_CASE("reload: settings the checks take up at once are listed but keep their
 }
 
 TEST_CASE("reload: without the leader watch and the fleet, the etcd settings are the checks'") {
-  const Config running = running_config();
-  Config next = running_config();
+  Config running = running_config();
+  running.fleet.enabled = false;
+  running.patroni_dcs = "etcd3";  // no leader watch on the v3 keyspace
+  Config next = running;
   next.etcd_endpoints = {"http://127.0.0.2:2379"};
-  next.scope = "other";
   CHECK(hold_start_only_settings(next, running, false).empty());
+  // A reload that brings what a start would watch etcd with says a restart is needed.
+  running.scope.clear();
+  next = running;
+  next.scope = "fener";
+  next.patroni_dcs = "etcd";
+  CHECK(hold_start_only_settings(next, running, false).partly ==
+        std::vector<std::string>{"cluster.scope", "patroni.yml etcd/etcd3"});
 }
 
 TEST_CASE("reload: where a TLS file was named does not count, only the files and switches") {
@@ -173,5 +181,23 @@ TEST_CASE("reload: a file that only the held settings keep valid is refused") {
   Config running = running_config();
   running.peer_files = roots;
   const Config written = with_leader_files_on(running_config().peer_files);
-  CHECK_THROWS_AS(prepare_reload(written, running, false), ConfigError);
+  try {
+    prepare_reload(written, running, false);
+    FAIL("the reload should be refused");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()).find("no peer_files root named \"extra\"") != std::string::npos);
+    CHECK(std::string(e.what()).find("until a restart") == std::string::npos);
+  }
+}
+
+TEST_CASE("reload: an invalid check with nothing held is the file's fault, not the restart's") {
+  Config running = running_config();
+  const Config written = with_leader_files_on(running.peer_files);  // no root `extra`
+  try {
+    prepare_reload(written, running, false);
+    FAIL("the reload should be refused");
+  } catch (const ConfigError& e) {
+    CHECK(std::string(e.what()).find("no peer_files root named \"extra\"") != std::string::npos);
+    CHECK(std::string(e.what()).find("until a restart") == std::string::npos);
+  }
 }
