@@ -9,6 +9,7 @@
 
 #include "checks/etcd_health.hpp"
 #include "src/cluster_http.hpp"
+#include "src/join.hpp"
 
 namespace fener {
 
@@ -31,12 +32,6 @@ int default_port(const std::string& url) {
 std::string quoted_snippet(const std::string& body) {
   if (body.empty()) return "an empty body";
   return "\"" + snippet(body, 60) + "\"";
-}
-
-std::string join(const std::vector<std::string>& v, const std::string& sep = ", ") {
-  std::string out;
-  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
-  return out;
 }
 
 std::vector<std::string> url_set(const std::vector<std::string>& urls) {

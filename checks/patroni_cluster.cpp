@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "src/cluster_http.hpp"
+#include "src/join.hpp"
 
 namespace fener {
 
@@ -46,12 +47,6 @@ json to_json(const Member& m) {
             {"lag", to_json(m.lag)}, {"host", m.host}};
   if (m.pending_restart) j["pending_restart"] = true;
   return j;
-}
-
-std::string join(const std::vector<std::string>& items) {
-  std::string out;
-  for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
-  return out;
 }
 
 std::string state_text(const std::string& state) {

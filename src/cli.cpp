@@ -35,6 +35,7 @@
 #include "src/fleet.hpp"
 #include "src/http_client.hpp"
 #include "src/intent_journal.hpp"
+#include "src/join.hpp"
 #include "src/journal_sink.hpp"
 #include "src/leader_watch.hpp"
 #include "src/output.hpp"
@@ -587,7 +588,7 @@ class Daemon {
 
   void start_agent() {
     const AgentConfig& a = cfg_->agent;
-    agent_policy_ = agent_policy(a);
+    agent_policy_ = AgentPolicy(agent_policy_options(a));
     agent_ = std::make_unique<AgentServer>(io_, agent_options(a), [this](AgentRole role) {
       AgentFacts f;
       f.node = cfg_->node_name;
@@ -611,8 +612,8 @@ class Daemon {
     o.max_connections = static_cast<std::size_t>(a.max_connections);
     return o;
   }
-  static AgentPolicy agent_policy(const AgentConfig& a) {
-    return AgentPolicy({a.lag_drain, a.lag_ready, a.maint_during_remedy});
+  static AgentPolicyOptions agent_policy_options(const AgentConfig& a) {
+    return {a.lag_drain, a.lag_ready, a.maint_during_remedy};
   }
 
   // systemd: READY once every check has a first result, STATUS on every change after.
@@ -775,7 +776,7 @@ class Daemon {
             retire(std::move(sched_));
             cfg_ = loaded->config;
             if (agent_) {
-              agent_policy_.set_options(agent_policy(cfg_->agent).options());
+              agent_policy_.set_options(agent_policy_options(cfg_->agent));
               agent_->update(agent_options(cfg_->agent));
             }
             if (!args_.log_level) spdlog::set_level(spdlog::level::from_str(cfg_->log_level));
@@ -840,11 +841,6 @@ class Daemon {
               "1 while a reload changed settings read only at start (see /status "
               "config.pending_restart), else 0.");
     m.set("fener_config_pending_restart", {}, pending_restart_.empty() ? 0.0 : 1.0);
-  }
-  static std::string join(const std::vector<std::string>& v) {
-    std::string out;
-    for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
-    return out;
   }
   static std::string iso_time(std::chrono::system_clock::time_point t) {
     const auto secs = std::chrono::system_clock::to_time_t(t);
